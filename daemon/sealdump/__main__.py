@@ -1,0 +1,5 @@
+"""Entry point for ``python -m sealdump``."""
+
+from sealdump.cli import main
+
+main()

@@ -1,0 +1,75 @@
+"""The ``sealdump`` command line: global options, error handling and exit codes.
+
+Each verb lives in its own module and registers itself on ``cli``. Every error an operator
+can meet is a ``SealdumpError``: one clear line on stderr (or a JSON error object with
+``--json``) and the exit code of DESIGN §3; a traceback only with ``-v``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from sealdump import __version__
+from sealdump.cli import config_cmd, history_cmd
+from sealdump.cli.context import State, emit_error
+from sealdump.errors import ExitCode, SealdumpError
+from sealdump.log import setup_logging
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config_path",
+    envvar="SEALDUMP_CONFIG",
+    default="/etc/sealdump/sealdump.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Daemon-wide config file (env SEALDUMP_CONFIG).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print data (and errors) as JSON.")
+@click.option("-v", "--verbose", count=True, help="More log detail; -vv for libraries too.")
+@click.option("-q", "--quiet", count=True, help="Warnings and errors only.")
+@click.version_option(__version__, prog_name="sealdump")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str, as_json: bool, verbose: int, quiet: int) -> None:
+    """Encrypted, restorable MySQL backups over verified TLS."""
+    state = ctx.ensure_object(State)
+    state.config_path = config_path
+    state.as_json = as_json
+    state.verbosity = verbose - quiet
+    setup_logging(state.verbosity)
+
+
+cli.add_command(config_cmd.config)
+cli.add_command(history_cmd.history)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI and turn the outcome into an exit status."""
+    state = State()
+    try:
+        cli.main(args=argv, prog_name="sealdump", standalone_mode=False, obj=state)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else ExitCode.FAILURE)
+    except (KeyboardInterrupt, click.Abort):
+        emit_error(state, "interrupted", "Interrupted", ExitCode.INTERRUPTED)
+        sys.exit(ExitCode.INTERRUPTED)
+    except SealdumpError as exc:
+        if state.verbosity > 0:
+            traceback.print_exc()
+        problems = getattr(exc, "problems", None)
+        emit_error(state, str(exc), type(exc).__name__, exc.exit_code, problems)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported as one
+        if state.verbosity > 0:
+            traceback.print_exc()
+        message = f"internal error ({type(exc).__name__}); run with -v for the traceback"
+        emit_error(state, message, "InternalError", ExitCode.FAILURE)
+        sys.exit(ExitCode.FAILURE)
+    sys.exit(ExitCode.OK)

@@ -1,0 +1,147 @@
+"""The validated configuration as typed, immutable objects.
+
+Built only from data that already passed the schema and the cross-file checks, so the
+code that uses it never re-checks shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from sealdump.config.secrets import Secret, SecretFile
+from sealdump.scheduling.schedule import Cron
+
+TlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify"]
+
+
+@dataclass(frozen=True)
+class Retention:
+    """GFS retention counts; zero means the rule keeps nothing."""
+
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+
+
+@dataclass(frozen=True)
+class FilesystemStorage:
+    """Backups in a local directory."""
+
+    name: str
+    path: Path
+    type: Literal["filesystem"] = "filesystem"
+
+
+@dataclass(frozen=True)
+class AzureBlobStorage:
+    """Backups in an Azure Blob Storage container."""
+
+    name: str
+    account_url: str
+    container: str
+    prefix: str = ""
+    sas_token_file: SecretFile | None = None
+    account_key_file: SecretFile | None = None
+    connection_string_file: SecretFile | None = None
+    managed_identity_client_id: str | None = None
+    ca_file: Path | None = None
+    tier: str | None = None
+    allow_insecure_http: bool = False
+    type: Literal["azure-blob"] = "azure-blob"
+
+
+Storage = FilesystemStorage | AzureBlobStorage
+
+
+@dataclass(frozen=True)
+class LocalKey:
+    """A key-encryption key in a local file, plus older files kept for rotation."""
+
+    name: str
+    key_file: Path
+    old_key_files: tuple[Path, ...] = ()
+    type: Literal["local"] = "local"
+
+
+@dataclass(frozen=True)
+class AzureKeyVaultKey:
+    """A key-encryption key in Azure Key Vault or Managed HSM."""
+
+    name: str
+    key_url: str
+    algorithm: str = "RSA-OAEP-256"
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_file: SecretFile | None = None
+    ca_file: Path | None = None
+    verify_challenge_resource: bool = True
+    type: Literal["azure-key-vault"] = "azure-key-vault"
+
+
+KeyConfig = LocalKey | AzureKeyVaultKey
+
+
+@dataclass(frozen=True)
+class Tls:
+    """How the server certificate is checked; verify-identity is the default."""
+
+    mode: TlsMode = "verify-identity"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One backup job of one server, with defaults already applied."""
+
+    name: str
+    server: str
+    storage: str
+    key: str
+    cron: Cron | None = None
+    every: timedelta | None = None
+    schedule_text: str | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    databases: tuple[str, ...] = ()
+    exclude_tables: tuple[str, ...] = ()
+    retention: Retention = field(default_factory=Retention)
+
+
+@dataclass(frozen=True)
+class Server:
+    """A MySQL server and its jobs."""
+
+    name: str
+    file: Path
+    host: str
+    user: str
+    port: int = 3306
+    password: Secret | None = None
+    password_file: SecretFile | None = None
+    tls: Tls = field(default_factory=Tls)
+    allow_plaintext: bool = False
+    jobs: dict[str, Job] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole effective configuration."""
+
+    file: Path
+    state_dir: Path
+    history_url: str
+    servers_dir: Path
+    storages: dict[str, Storage]
+    keys: dict[str, KeyConfig]
+    servers: dict[str, Server]
+    metrics_listen: str | None = None
+    default_storage: str | None = None
+    default_key: str | None = None
+    default_retention: Retention = field(default_factory=Retention)

@@ -1,0 +1,57 @@
+"""The effective configuration as plain data, with every secret redacted.
+
+What ``config show`` prints: defaults applied, paths resolved, ``${VAR}`` expanded, and
+secrets shown only as where they come from, never as values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sealdump.config.model import Config, Job
+from sealdump.config.secrets import REDACTED, Secret, SecretFile
+from sealdump.scheduling.schedule import Cron
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, for display and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return REDACTED
+
+
+def effective(config: Config) -> dict[str, Any]:
+    """``config`` as JSON-ready data, safe to print."""
+    data: dict[str, Any] = _plain(config)
+    data["history_url"] = redact_url(config.history_url)
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if isinstance(value, SecretFile):
+        return value.describe()
+    if isinstance(value, Job):
+        job = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        del job["cron"], job["schedule_text"]
+        job["schedule"] = value.schedule_text if value.cron else None
+        job["every"] = value.schedule_text if value.every else None
+        return job
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path | ZoneInfo | timedelta | Cron):
+        return str(value)
+    return value

@@ -1,0 +1,6 @@
+"""Job history: every run recorded in a SQL database (SQLite by default)."""
+
+from sealdump.history.models import Run, RunStatus
+from sealdump.history.store import History
+
+__all__ = ["History", "Run", "RunStatus"]

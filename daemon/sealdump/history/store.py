@@ -1,0 +1,166 @@
+"""Open, migrate and use the history database.
+
+The schema is brought up to date by Alembic every time the database is opened, so an
+upgraded sealdump never needs a manual migration step.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sealdump.config.show import redact_url
+from sealdump.errors import HistoryError
+from sealdump.history.models import Run, RunStatus
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets `sealdump history` read while the daemon writes; the timeout rides out
+    # the short write locks instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class History:
+    """The run history at ``url`` (any SQLAlchemy URL), migrated to the current schema."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        try:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite" and parsed.database not in (
+                None,
+                "",
+                ":memory:",
+            ):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.engine: Engine = create_engine(parsed)
+            if parsed.get_backend_name() == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._migrate()
+        except (SQLAlchemyError, OSError) as exc:
+            raise HistoryError(
+                f"cannot open history database {redact_url(url)}: {_reason(exc)}"
+            ) from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _migrate(self) -> None:
+        alembic_config = AlembicConfig()
+        alembic_config.set_main_option("script_location", "sealdump.history:migrations")
+        with self.engine.begin() as connection:
+            alembic_config.attributes["connection"] = connection
+            command.upgrade(alembic_config, "head")
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def start(
+        self,
+        server: str,
+        job: str,
+        trigger: str,
+        kind: str = "backup",
+        scheduled_for: datetime | None = None,
+    ) -> int:
+        """Record that a run began; returns its id for ``finish``."""
+        run = Run(
+            server=server,
+            job=job,
+            kind=kind,
+            trigger=trigger,
+            status=RunStatus.RUNNING.value,
+            started_at=_now(),
+            scheduled_for=scheduled_for,
+            hostname=socket.gethostname(),
+        )
+        with self._write() as session:
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        backup_id: str | None = None,
+        bytes_: int | None = None,
+        rows: int | None = None,
+    ) -> None:
+        """Record how a run ended."""
+        with self._write() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise HistoryError(f"no run {run_id} in the history database")
+            run.status = status.value
+            run.finished_at = _now()
+            run.error = error
+            run.backup_id = backup_id
+            run.bytes = bytes_
+            run.rows = rows
+
+    def runs(
+        self, server: str | None = None, job: str | None = None, limit: int = 20
+    ) -> Sequence[Run]:
+        """The newest runs first, optionally of one server and/or job."""
+        query = select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
+        if server is not None:
+            query = query.where(Run.server == server)
+        if job is not None:
+            query = query.where(Run.job == job)
+        try:
+            with self._sessions() as session:
+                return session.scalars(query).all()
+        except SQLAlchemyError as exc:
+            raise HistoryError(f"cannot read history: {_reason(exc)}") from exc
+
+    def _write(self) -> _WriteSession:
+        return _WriteSession(self._sessions())
+
+
+class _WriteSession:
+    """A session committed on success, rolled back on error, errors as HistoryError."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def __enter__(self) -> Session:
+        return self.session
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            if exc is None:
+                self.session.commit()
+            else:
+                self.session.rollback()
+        except SQLAlchemyError as error:
+            raise HistoryError(f"cannot write history: {_reason(error)}") from error
+        finally:
+            self.session.close()
+        if isinstance(exc, SQLAlchemyError):
+            raise HistoryError(f"cannot write history: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, without SQL parameters that could hold data."""
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc)
+    return text.splitlines()[0] if text else type(exc).__name__

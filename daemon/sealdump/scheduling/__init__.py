@@ -1,0 +1,1 @@
+"""When jobs run: schedule parsing (pure) and, later, the APScheduler daemon."""

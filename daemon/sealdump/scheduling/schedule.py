@@ -1,0 +1,181 @@
+"""Schedules as operators write them, turned into APScheduler 3 triggers.
+
+Operators write crontab. APScheduler's ``CronTrigger.from_crontab`` is not crontab: it
+numbers weekdays from Monday (0 = Monday, not Sunday), treats ``*/2`` in the weekday field
+from Monday, and ANDs day-of-month with day-of-week where cron ORs them when both are
+restricted. So the cron text is parsed here into explicit sets and handed to APScheduler
+by name, which leaves no room for those differences.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab order: 0 = Sunday
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    low: int
+    high: int
+    names: list[str] | None = None  # names[i] stands for the number low + i
+
+
+_FIELDS = (
+    _Field("minute", 0, 59),
+    _Field("hour", 0, 23),
+    _Field("day of month", 1, 31),
+    _Field("month", 1, 12, _MONTHS),
+    _Field("day of week", 0, 7, [*_WEEKDAYS, "sun"]),
+)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_EVERY = re.compile(r"^([1-9][0-9]*)([smhd])$")
+
+
+class ScheduleError(ValueError):
+    """A schedule that cannot be parsed; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A parsed crontab line: each field as a sorted tuple of values, or None for '*'."""
+
+    minute: tuple[int, ...] | None
+    hour: tuple[int, ...] | None
+    day: tuple[int, ...] | None
+    month: tuple[int, ...] | None
+    day_of_week: tuple[int, ...] | None  # 0 = Sunday ... 6 = Saturday; 7 folded into 0
+
+
+def parse_cron(text: str) -> Cron:
+    """Parse 5-field crontab text (or a macro such as ``@daily``); report every bad field."""
+    expression = MACROS.get(text.strip().lower(), text)
+    if expression.strip().startswith("@"):
+        raise ScheduleError(f"unknown macro {text.strip()!r} (known: {', '.join(MACROS)})")
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ScheduleError(
+            f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}"
+        )
+    values: list[tuple[int, ...] | None] = []
+    errors: list[str] = []
+    for spec, part in zip(_FIELDS, parts, strict=True):
+        try:
+            values.append(_parse_field(spec, part))
+        except ScheduleError as exc:
+            errors.append(str(exc))
+            values.append(None)
+    if errors:
+        raise ScheduleError("; ".join(errors))
+    dow = values[4]
+    if dow is not None:
+        dow = tuple(sorted({day % 7 for day in dow}))
+    return Cron(values[0], values[1], values[2], values[3], dow)
+
+
+def _parse_field(spec: _Field, text: str) -> tuple[int, ...] | None:
+    if text == "*":
+        return None
+    chosen: set[int] = set()
+    for item in text.split(","):
+        base, _, step_text = item.partition("/")
+        step = 1
+        if step_text:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise ScheduleError(f"{spec.name}: bad step {step_text!r} in {item!r}")
+            step = int(step_text)
+        if base == "*":
+            start, end = spec.low, spec.high
+        elif "-" in base:
+            left, _, right = base.partition("-")
+            start, end = _value(spec, left), _value(spec, right)
+            if start > end:
+                raise ScheduleError(f"{spec.name}: range {base!r} runs backwards")
+        else:
+            start = _value(spec, base)
+            end = spec.high if step_text else start
+        chosen.update(range(start, end + 1, step))
+    return tuple(sorted(chosen))
+
+
+def _value(spec: _Field, text: str) -> int:
+    if text.isdigit():
+        number = int(text)
+        if not spec.low <= number <= spec.high:
+            raise ScheduleError(f"{spec.name} {number} out of range {spec.low}-{spec.high}")
+        return number
+    if spec.names and text.lower() in spec.names:
+        return spec.low + spec.names.index(text.lower())
+    raise ScheduleError(f"{spec.name}: {text!r} is not a number or name")
+
+
+def parse_every(text: str) -> timedelta:
+    """``10s``, ``5m``, ``6h``, ``1d`` -> timedelta."""
+    match = _EVERY.match(text.strip())
+    if not match:
+        raise ScheduleError(f"{text!r} is not an interval such as 10s, 5m, 6h or 1d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """An IANA time zone by name; abbreviations such as CET are refused for clarity."""
+    try:
+        zone = ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ScheduleError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
+        ) from exc
+    return zone
+
+
+def _names(values: tuple[int, ...] | None, names: list[str] | None = None, low: int = 0) -> str:
+    if values is None:
+        return "*"
+    return ",".join(names[v - low] if names else str(v) for v in values)
+
+
+def cron_trigger(cron: Cron, timezone: ZoneInfo, jitter: int | None = None) -> Any:
+    """An APScheduler trigger that fires exactly when crontab would."""
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
+    def make(day: str, day_of_week: str) -> Any:
+        return CronTrigger(
+            minute=_names(cron.minute),
+            hour=_names(cron.hour),
+            day=day,
+            month=_names(cron.month),
+            day_of_week=day_of_week,
+            timezone=timezone,
+            jitter=jitter,
+        )
+
+    day = _names(cron.day)
+    # APScheduler's own weekday names, so its Monday-first numbering never comes into play.
+    weekday = _names(cron.day_of_week, _WEEKDAYS)
+    if cron.day is not None and cron.day_of_week is not None:
+        # crontab: when both day fields are restricted, either one matching is enough.
+        return OrTrigger([make(day, "*"), make("*", weekday)], jitter=jitter)
+    return make(day, weekday)
+
+
+def interval_trigger(every: timedelta, timezone: ZoneInfo, jitter: int | None = None) -> Any:
+    """An APScheduler trigger firing every ``every``."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    return IntervalTrigger(seconds=int(every.total_seconds()), timezone=timezone, jitter=jitter)
