@@ -121,10 +121,13 @@ def _expand(
     if "$" not in value:
         return value
     missing: list[str] = []
+    referenced = False
 
     def replace(match: re.Match[str]) -> str:
+        nonlocal referenced
         if match.group(0) == "$${":
             return "${"
+        referenced = True
         name, default = match.group(1), match.group(2)
         if name in env:
             return env[name]
@@ -138,7 +141,7 @@ def _expand(
         names = ", ".join(f"${{{name}}}" for name in missing)
         problems.append(doc.problem(path, f"environment variable not set: {names}"))
         return value
-    if expanded != value:
+    if referenced:
         doc.from_env.add(path)
     if _REFERENCE.fullmatch(value) and value != "$${":
         # A whole-value reference stands for the YAML scalar it holds: 3306, true, false.

@@ -161,9 +161,9 @@ def _describe(doc: Document, error: ValidationError) -> list[str]:
             choices = wanted if error.validator == "enum" else [wanted]
             listed = ", ".join(str(c) for c in choices)
             return [doc.problem(path, f"{shown} is not one of: {listed}")]
-        case "propertyNames":
-            return [doc.problem((*path, instance), f"invalid name: {_name_rule()}")]
         case "pattern":
+            if "propertyNames" in error.schema_path:
+                return [doc.problem((*path, instance), f"invalid name {shown}: {_name_rule()}")]
             if schema_node.get("pattern") == schema()["$defs"]["name"]["pattern"]:
                 return [doc.problem(path, f"invalid name {shown}: {_name_rule()}")]
             return [doc.problem(path, f"{shown} is not in the expected form")]
@@ -271,7 +271,8 @@ def _server_checks(
                 try:
                     parse(job[key])
                 except ScheduleError as exc:
-                    problems.append(doc.problem((*at, key), f"{job[key]!r}: {exc}"))
+                    detail = f"{job[key]!r}: {exc}" if key == "schedule" else str(exc)
+                    problems.append(doc.problem((*at, key), detail))
     return problems
 
 

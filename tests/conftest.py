@@ -1,0 +1,70 @@
+"""Session fixtures that start real services on loopback, each only when a test needs it."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.azurite import Azurite
+from tests.support.certs import TestCA
+from tests.support.keyvault import KeyVaultStandIn
+from tests.support.mariadb import MariaDB
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """The CA every test service's certificate comes from."""
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[MariaDB]:
+    """A MariaDB that accepts only verified TLS, with an Azure-like backup account."""
+    server = MariaDB(tmp_path_factory.mktemp("mariadb"), test_ca)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[Azurite]:
+    """Azurite's blob service over HTTPS."""
+    emulator = Azurite(tmp_path_factory.mktemp("azurite"), test_ca)
+    try:
+        yield emulator.start()
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def keyvault(test_ca: TestCA) -> Iterator[KeyVaultStandIn]:
+    """The Key Vault keys API stand-in and its managed-identity token endpoint."""
+    vault = KeyVaultStandIn(test_ca).start()
+    try:
+        yield vault
+    finally:
+        vault.stop()
+
+
+@pytest.fixture
+def identity_env(keyvault: KeyVaultStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point azure-identity's ManagedIdentityCredential at the stand-in's token endpoint."""
+    for name, value in keyvault.identity_environment().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a text file under tmp_path (dedented), returning its path."""
+
+    def _write(relative: str, text: str) -> Path:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+    return _write

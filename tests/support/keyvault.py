@@ -1,0 +1,366 @@
+"""An HTTPS stand-in for the Azure Key Vault keys REST API, and a managed-identity endpoint.
+
+No Key Vault emulator can be installed here, so tests run the real azure-keyvault-keys and
+azure-identity code against this server. It speaks the parts of the REST API sealdump uses
+the way the service does: a 401 bearer challenge before any authenticated call, get key,
+list versions, create, rotate, update (enable/disable), wrapkey and unwrapkey with real RSA
+keys, 403 for a disabled version or a missing permission, and injectable 429/5xx failures.
+The token endpoint is App Service's managed identity protocol (``IDENTITY_ENDPOINT`` /
+``IDENTITY_HEADER``); the vault only accepts tokens it issued.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.support.certs import TestCA
+
+RESOURCE = "https://vault.azure.net"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ALL_PERMISSIONS = frozenset({"get", "list", "create", "update", "wrapKey", "unwrapKey", "rotate"})
+_OAEP = {
+    "RSA-OAEP": padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303 - the service offers it
+    "RSA-OAEP-256": padding.OAEP(
+        mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+    ),
+}
+
+
+def b64url(data: bytes) -> str:
+    """Base64url without padding, as Key Vault's JSON Web Keys use."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    """Inverse of ``b64url``."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass
+class KeyVersion:
+    """One version of an RSA key."""
+
+    version: str
+    private: rsa.RSAPrivateKey
+    enabled: bool = True
+    created: int = field(default_factory=lambda: int(time.time()))
+
+
+@dataclass
+class Call:
+    """One request the vault answered, for tests that assert on traffic."""
+
+    method: str
+    path: str
+    status: int
+    authorized: bool
+
+
+class KeyVaultStandIn:
+    """The vault's state and its two servers (the vault over HTTPS, tokens over HTTP)."""
+
+    def __init__(self, ca: TestCA) -> None:
+        self.ca = ca
+        self.keys: dict[str, list[KeyVersion]] = {}
+        self.permissions: set[str] = set(ALL_PERMISSIONS)
+        self.identity_header = secrets.token_hex(16)
+        self.tokens: set[str] = set()
+        self.calls: list[Call] = []
+        self.failures: list[int] = []  # statuses to answer to the next authorized calls
+        self._lock = threading.Lock()
+        self._vault: ThreadingHTTPServer | None = None
+        self._identity: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> KeyVaultStandIn:
+        """Listen on free loopback ports; the vault with a certificate from ``ca``."""
+        cert = self.ca.issue("keyvault")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert.cert, cert.key)
+        self._vault = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, is_vault=True))
+        self._vault.socket = context.wrap_socket(self._vault.socket, server_side=True)
+        self._identity = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, is_vault=False))
+        for server in (self._vault, self._identity):
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        for server in (self._vault, self._identity):
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+
+    @property
+    def vault_url(self) -> str:
+        """The vault's base URL."""
+        assert self._vault is not None
+        return f"https://127.0.0.1:{self._vault.server_address[1]}"
+
+    @property
+    def identity_endpoint(self) -> str:
+        """Value for ``IDENTITY_ENDPOINT``."""
+        assert self._identity is not None
+        return f"http://127.0.0.1:{self._identity.server_address[1]}/msi/token"
+
+    def identity_environment(self) -> dict[str, str]:
+        """Environment that points azure-identity's ManagedIdentityCredential here."""
+        return {
+            "IDENTITY_ENDPOINT": self.identity_endpoint,
+            "IDENTITY_HEADER": self.identity_header,
+        }
+
+    # -- state the tests drive ---------------------------------------------------------
+    def create_key(self, name: str, size: int = 2048) -> str:
+        """Create ``name`` (or a new version of it); returns the versioned key id."""
+        with self._lock:
+            version = KeyVersion(secrets.token_hex(16), rsa.generate_private_key(65537, size))
+            self.keys.setdefault(name, []).append(version)
+            return self.kid(name, version.version)
+
+    def kid(self, name: str, version: str) -> str:
+        """The versioned key identifier."""
+        return f"{self.vault_url}/keys/{name}/{version}"
+
+    def set_enabled(self, name: str, version: str, enabled: bool) -> None:
+        """Enable or disable one version."""
+        self._version(name, version).enabled = enabled
+
+    def fail_next(self, *statuses: int) -> None:
+        """Answer the next authorized requests with these statuses (429, 500, 503...)."""
+        with self._lock:
+            self.failures.extend(statuses)
+
+    def _version(self, name: str, version: str | None) -> KeyVersion:
+        versions = self.keys.get(name)
+        if not versions:
+            raise LookupError(name)
+        if not version:
+            return versions[-1]
+        for item in versions:
+            if item.version == version:
+                return item
+        raise LookupError(f"{name}/{version}")
+
+    def bundle(self, name: str, item: KeyVersion) -> dict[str, Any]:
+        """The KeyBundle JSON the service returns for one version."""
+        numbers = item.private.public_key().public_numbers()
+        return {
+            "key": {
+                "kid": self.kid(name, item.version),
+                "kty": "RSA",
+                "key_ops": ["wrapKey", "unwrapKey", "encrypt", "decrypt"],
+                "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+            },
+            "attributes": {
+                "enabled": item.enabled,
+                "created": item.created,
+                "updated": item.created,
+                "recoveryLevel": "Recoverable+Purgeable",
+            },
+        }
+
+
+def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestHandler]:
+    """A request handler bound to ``vault``: the vault API, or the token endpoint."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            """Quiet: tests read ``vault.calls`` instead."""
+
+        def do_GET(self) -> None:
+            self._dispatch("GET")
+
+        def do_POST(self) -> None:
+            self._dispatch("POST")
+
+        def do_PATCH(self) -> None:
+            self._dispatch("PATCH")
+
+        def _send(
+            self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None
+        ) -> None:
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _dispatch(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            url = urlparse(self.path)
+            if not is_vault:
+                self._token(url.query)
+                return
+            token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+            authorized = token in vault.tokens
+            status = self._vault(method, url.path, raw) if authorized else self._challenge()
+            vault.calls.append(Call(method, url.path, status, authorized))
+
+        def _challenge(self) -> int:
+            self._send(
+                401,
+                {
+                    "error": {
+                        "code": "Unauthorized",
+                        "message": "AKV10000: Request is missing a Bearer or PoP token.",
+                    }
+                },
+                {
+                    "WWW-Authenticate": (
+                        f'Bearer authorization="https://login.microsoftonline.com/{TENANT}", '
+                        f'resource="{RESOURCE}"'
+                    )
+                },
+            )
+            return 401
+
+        def _error(self, status: int, code: str, message: str) -> int:
+            self._send(status, {"error": {"code": code, "message": message}})
+            return status
+
+        def _vault(self, method: str, path: str, raw: bytes) -> int:
+            with vault._lock:
+                failure = vault.failures.pop(0) if vault.failures else None
+            if failure is not None:
+                headers = {"Retry-After": "0"} if failure == 429 else {}
+                self._send(
+                    failure,
+                    {
+                        "error": {
+                            "code": "Throttled" if failure == 429 else "ServiceUnavailable",
+                            "message": "injected",
+                        }
+                    },
+                    headers,
+                )
+                return failure
+            parts = [p for p in path.split("/") if p]
+            if len(parts) < 2 or parts[0] != "keys":
+                return self._error(404, "NotFound", "unknown path")
+            name = parts[1]
+            rest = parts[2:]
+            body = json.loads(raw) if raw else {}
+            operation, version = self._route(method, rest)
+            if operation is None:
+                return self._error(405, "BadRequest", f"{method} {path} is not supported")
+            if operation not in vault.permissions:
+                return self._error(
+                    403,
+                    "Forbidden",
+                    f"The user, group or application does not have keys {operation} permission on key vault.",
+                )
+            if operation == "create":
+                vault.create_key(name, int(body.get("key_size", 2048)))
+                return self._ok(name, None)
+            try:
+                item = vault._version(name, version)
+            except LookupError:
+                return self._error(
+                    404,
+                    "KeyNotFound",
+                    f"A key with (name/id) {name} was not found in this key vault.",
+                )
+            if operation == "get":
+                return self._ok(name, item.version)
+            if operation == "list":
+                listing = [
+                    {
+                        "kid": vault.kid(name, v.version),
+                        "attributes": vault.bundle(name, v)["attributes"],
+                    }
+                    for v in vault.keys[name]
+                ]
+                self._send(200, {"value": listing, "nextLink": None})
+                return 200
+            if operation == "rotate":
+                vault.create_key(name)
+                return self._ok(name, None)
+            if operation == "update":
+                enabled = body.get("attributes", {}).get("enabled")
+                if enabled is not None:
+                    item.enabled = bool(enabled)
+                return self._ok(name, item.version)
+            return self._crypto(operation, name, item, body)
+
+        @staticmethod
+        def _route(method: str, rest: list[str]) -> tuple[str | None, str | None]:
+            if method == "GET" and rest == ["versions"]:
+                return "list", None
+            if method == "GET" and len(rest) <= 1:
+                return "get", rest[0] if rest else None
+            if method == "POST" and rest == ["create"]:
+                return "create", None
+            if method == "POST" and rest == ["rotate"]:
+                return "rotate", None
+            if method == "PATCH" and len(rest) <= 1:
+                return "update", rest[0] if rest else None
+            if method == "POST" and len(rest) in (1, 2) and rest[-1] in ("wrapkey", "unwrapkey"):
+                return ("wrapKey" if rest[-1] == "wrapkey" else "unwrapKey"), (
+                    rest[0] if len(rest) == 2 else None
+                )
+            return None, None
+
+        def _ok(self, name: str, version: str | None) -> int:
+            self._send(200, vault.bundle(name, vault._version(name, version)))
+            return 200
+
+        def _crypto(self, operation: str, name: str, item: KeyVersion, body: dict[str, Any]) -> int:
+            if not item.enabled:
+                return self._error(
+                    403, "Forbidden", f"Operation {operation} is not allowed on a disabled key."
+                )
+            algorithm = _OAEP.get(body.get("alg", ""))
+            if algorithm is None:
+                return self._error(
+                    400, "BadParameter", f"unsupported algorithm {body.get('alg')!r}"
+                )
+            value = unb64url(body.get("value", ""))
+            try:
+                if operation == "wrapKey":
+                    out = item.private.public_key().encrypt(value, algorithm)
+                else:
+                    out = item.private.decrypt(value, algorithm)
+            except ValueError:
+                return self._error(400, "BadParameter", "Bad Request")
+            self._send(200, {"kid": vault.kid(name, item.version), "value": b64url(out)})
+            return 200
+
+        def _token(self, query: str) -> None:
+            params = parse_qs(query)
+            if self.headers.get("X-IDENTITY-HEADER") != vault.identity_header:
+                self._send(401, {"error": "invalid identity header"})
+                return
+            token = secrets.token_urlsafe(24)
+            vault.tokens.add(token)
+            self._send(
+                200,
+                {
+                    "access_token": token,
+                    "expires_on": str(int(time.time()) + 3600),
+                    "resource": params.get("resource", [RESOURCE])[0],
+                    "token_type": "Bearer",
+                },
+            )
+
+    return Handler
