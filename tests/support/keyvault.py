@@ -68,6 +68,12 @@ class Call:
     authorized: bool
 
 
+class _Server(ThreadingHTTPServer):
+    # SDK clients keep connections alive: don't wait for their handler threads on close.
+    daemon_threads = True
+    block_on_close = False
+
+
 class KeyVaultStandIn:
     """The vault's state and its two servers (the vault over HTTPS, tokens over HTTP)."""
 
@@ -80,8 +86,8 @@ class KeyVaultStandIn:
         self.calls: list[Call] = []
         self.failures: list[int] = []  # statuses to answer to the next authorized calls
         self._lock = threading.Lock()
-        self._vault: ThreadingHTTPServer | None = None
-        self._identity: ThreadingHTTPServer | None = None
+        self._vault: _Server | None = None
+        self._identity: _Server | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> KeyVaultStandIn:
@@ -90,9 +96,9 @@ class KeyVaultStandIn:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cert.cert, cert.key)
-        self._vault = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, is_vault=True))
+        self._vault = _Server(("127.0.0.1", 0), _handler(self, is_vault=True))
         self._vault.socket = context.wrap_socket(self._vault.socket, server_side=True)
-        self._identity = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, is_vault=False))
+        self._identity = _Server(("127.0.0.1", 0), _handler(self, is_vault=False))
         for server in (self._vault, self._identity):
             threading.Thread(target=server.serve_forever, daemon=True).start()
         return self

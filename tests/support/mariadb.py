@@ -84,7 +84,8 @@ class MariaDB:
                 f"--datadir={datadir}",
                 f"--socket={self.socket}",
                 f"--port={self.port}",
-                "--bind-address=127.0.0.1",
+                # 127.0.0.2 is not in the certificate: tests use it to prove hostname checks.
+                "--bind-address=127.0.0.1,127.0.0.2",
                 f"--pid-file={self.workdir / 'mariadbd.pid'}",
                 f"--log-error={self.workdir / 'error.log'}",
                 f"--ssl-ca={self.ca.cert_path}",
@@ -107,6 +108,10 @@ class MariaDB:
         log.close()
         wait_until(self._socket_ready, 60, f"MariaDB (log: {self.workdir / 'error.log'})")
         with self.root() as conn, conn.cursor() as cur:
+            # mariadb-install-db leaves password-less root accounts on TCP; keep root socket-only.
+            cur.execute("SELECT host FROM mysql.user WHERE user = 'root' AND host <> 'localhost'")
+            for (host,) in cur.fetchall():
+                cur.execute("DROP USER 'root'@%s", (host,))
             cur.execute(
                 "CREATE USER %s@'%%' IDENTIFIED BY %s REQUIRE SSL", (self.user, self.password)
             )

@@ -136,7 +136,7 @@ class Config:
 
     file: Path
     state_dir: Path
-    history_url: str
+    history_url: str = field(repr=False)  # may carry a database password
     servers_dir: Path
     storages: dict[str, Storage]
     keys: dict[str, KeyConfig]

@@ -166,7 +166,8 @@ def _describe(doc: Document, error: ValidationError) -> list[str]:
                 return [doc.problem((*path, instance), f"invalid name {shown}: {_name_rule()}")]
             if schema_node.get("pattern") == schema()["$defs"]["name"]["pattern"]:
                 return [doc.problem(path, f"invalid name {shown}: {_name_rule()}")]
-            return [doc.problem(path, f"{shown} is not in the expected form")]
+            rule = schema_node.get("x-error", "is not in the expected form")
+            return [doc.problem(path, f"{shown} {rule}")]
         case "minLength":
             return [doc.problem(path, "must not be empty")]
         case _:
