@@ -13,7 +13,12 @@ from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
-from azure.storage.blob import BlobServiceClient, ContainerClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import (
+    BlobServiceClient,
+    ContainerClient,
+    ContainerSasPermissions,
+    generate_container_sas,
+)
 
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from tests.support.certs import TestCA
@@ -42,7 +47,13 @@ def test_mariadb_refuses_plaintext(mariadb: MariaDB) -> None:
         cur.execute("CREATE USER IF NOT EXISTS 'plain'@'%' IDENTIFIED BY 'plain-pw'")
     mariadb.connect(user="plain", password="plain-pw").close()
     with pytest.raises(pymysql.err.OperationalError) as caught:
-        pymysql.connect(host="127.0.0.1", port=mariadb.port, user="plain", password="plain-pw", ssl_disabled=True)
+        pymysql.connect(
+            host="127.0.0.1",
+            port=mariadb.port,
+            user="plain",
+            password="plain-pw",
+            ssl_disabled=True,
+        )
     assert caught.value.args[0] in (ACCESS_DENIED, INSECURE_TRANSPORT)
     with mariadb.root() as conn, conn.cursor() as cur:
         cur.execute("SHOW GLOBAL STATUS LIKE 'Aborted_connects'")
@@ -64,9 +75,13 @@ def test_mariadb_hostname_is_checked(mariadb: MariaDB) -> None:
 
 
 @pytest.mark.azurite
-def test_azurite_over_https_accepts_a_valid_sas_and_rejects_a_tampered_one(azurite: Azurite, test_ca: TestCA) -> None:
+def test_azurite_over_https_accepts_a_valid_sas_and_rejects_a_tampered_one(
+    azurite: Azurite, test_ca: TestCA
+) -> None:
     verify = str(test_ca.cert_path)
-    service = BlobServiceClient.from_connection_string(azurite.connection_string, connection_verify=verify)
+    service = BlobServiceClient.from_connection_string(
+        azurite.connection_string, connection_verify=verify
+    )
     container = service.get_container_client("realness")
     if not container.exists():
         container.create_container()
@@ -78,11 +93,15 @@ def test_azurite_over_https_accepts_a_valid_sas_and_rejects_a_tampered_one(azuri
         permission=ContainerSasPermissions(read=True, list=True),
         expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
     )
-    reader = ContainerClient(azurite.account_url, "realness", credential=sas, connection_verify=verify)
+    reader = ContainerClient(
+        azurite.account_url, "realness", credential=sas, connection_verify=verify
+    )
     assert reader.download_blob("probe").readall() == b"hello"
     tampered = sas.replace("sp=rl", "sp=rwl")
     assert tampered != sas
-    forged = ContainerClient(azurite.account_url, "realness", credential=tampered, connection_verify=verify)
+    forged = ContainerClient(
+        azurite.account_url, "realness", credential=tampered, connection_verify=verify
+    )
     with pytest.raises(HttpResponseError) as caught:
         forged.download_blob("probe").readall()
     assert caught.value.status_code == 403
@@ -92,33 +111,45 @@ def test_azurite_over_https_accepts_a_valid_sas_and_rejects_a_tampered_one(azuri
 def test_azurite_certificate_must_be_trusted(azurite: Azurite) -> None:
     # System CAs only, and no retries: the refusal is immediate and final.
     service = BlobServiceClient.from_connection_string(azurite.connection_string, retry_total=0)
-    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):  # noqa: PT011 - azure-core wraps it
+    with pytest.raises(Exception, match="CERTIFICATE_VERIFY_FAILED"):
         service.get_service_properties()
 
 
 @pytest.mark.keyvault
-def test_keyvault_challenges_unauthenticated_requests(keyvault: KeyVaultStandIn, test_ca: TestCA) -> None:
+def test_keyvault_challenges_unauthenticated_requests(
+    keyvault: KeyVaultStandIn, test_ca: TestCA
+) -> None:
     keyvault.create_key("probe")
     context = ssl.create_default_context(cafile=str(test_ca.cert_path))
-    request = urllib.request.Request(f"{keyvault.vault_url}/keys/probe?api-version=7.5")
+    request = urllib.request.Request(f"{keyvault.vault_url}/keys/probe?api-version=7.5")  # noqa: S310
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, context=context)  # noqa: S310 - https to the stand-in
     assert caught.value.code == 401
-    assert caught.value.headers["WWW-Authenticate"].startswith('Bearer authorization="https://login.microsoftonline.com/')
+    assert caught.value.headers["WWW-Authenticate"].startswith(
+        'Bearer authorization="https://login.microsoftonline.com/'
+    )
 
 
 @pytest.mark.keyvault
 @pytest.mark.usefixtures("identity_env")
-def test_keyvault_sdk_round_trip_with_managed_identity(keyvault: KeyVaultStandIn, test_ca: TestCA) -> None:
+def test_keyvault_sdk_round_trip_with_managed_identity(
+    keyvault: KeyVaultStandIn, test_ca: TestCA
+) -> None:
     verify = str(test_ca.cert_path)
     keyvault.create_key("kek")
     credential = ManagedIdentityCredential()
-    keys = KeyClient(keyvault.vault_url, credential, verify_challenge_resource=False, connection_verify=verify)
+    keys = KeyClient(
+        keyvault.vault_url, credential, verify_challenge_resource=False, connection_verify=verify
+    )
     first = keys.get_key("kek")
-    crypto = CryptographyClient(first.id, credential, verify_challenge_resource=False, connection_verify=verify)
+    crypto = CryptographyClient(
+        first.id, credential, verify_challenge_resource=False, connection_verify=verify
+    )
     wrapped = crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, b"\x01" * 32)
     assert wrapped.key_id == first.id
-    assert crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"\x01" * 32
+    assert (
+        crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key).key == b"\x01" * 32
+    )
 
     rotated = keys.rotate_key("kek")
     assert rotated.properties.version != first.properties.version

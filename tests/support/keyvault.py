@@ -187,7 +187,7 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             """Quiet: tests read ``vault.calls`` instead."""
 
         def do_GET(self) -> None:
@@ -274,7 +274,8 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
                 return self._error(
                     403,
                     "Forbidden",
-                    f"The user, group or application does not have keys {operation} permission on key vault.",
+                    f"The user, group or application does not have keys {operation} "
+                    "permission on key vault.",
                 )
             if operation == "create":
                 vault.create_key(name, int(body.get("key_size", 2048)))

@@ -17,15 +17,20 @@ def test_json_lines_for_our_events_and_stdlib_libraries_alike() -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(server="orders", job="nightly")
     get_logger("sealdump.test").info("backup finished", rows=10)
-    logging.getLogger("apscheduler.scheduler").warning("Run time of job %s was missed", "orders/nightly")
+    logging.getLogger("apscheduler.scheduler").warning(
+        "Run time of job %s was missed", "orders/nightly"
+    )
     structlog.contextvars.clear_contextvars()
     ours, theirs = lines(stream)
-    assert ours["event"] == "backup finished" and ours["rows"] == 10
+    assert ours["event"] == "backup finished"
+    assert ours["rows"] == 10
     assert theirs["event"] == "Run time of job orders/nightly was missed"
     for line in (ours, theirs):
-        assert line["server"] == "orders" and line["job"] == "nightly"
+        assert line["server"] == "orders"
+        assert line["job"] == "nightly"
         assert {"timestamp", "level", "logger"} <= set(line)
-    assert theirs["logger"] == "apscheduler.scheduler" and theirs["level"] == "warning"
+    assert theirs["logger"] == "apscheduler.scheduler"
+    assert theirs["level"] == "warning"
 
 
 def test_quiet_hides_info_and_verbose_shows_debug() -> None:
@@ -56,4 +61,6 @@ def test_console_rendering_when_forced() -> None:
     setup_logging(0, stream, json=False)
     get_logger("sealdump.test").info("hello", rows=3)
     text = stream.getvalue()
-    assert "hello" in text and "rows=3" in text and not text.startswith("{")
+    assert "hello" in text
+    assert "rows=3" in text
+    assert not text.startswith("{")

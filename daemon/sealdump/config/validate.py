@@ -110,7 +110,8 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 
 def _resolve(base: Path, value: str) -> Path:
-    return (base / value) if not os.path.isabs(value) else Path(value)
+    """``value`` taken relative to ``base`` unless absolute, with ``..`` folded away."""
+    return Path(os.path.normpath(base / value))
 
 
 def _server_files(

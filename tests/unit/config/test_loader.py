@@ -7,14 +7,17 @@ from sealdump.errors import ConfigError
 
 
 def test_lines_are_recorded_for_nested_keys_and_list_items(write) -> None:
-    file = write("a.yaml", """
+    file = write(
+        "a.yaml",
+        """
         host: db
         jobs:
           nightly:
             databases:
               - shop
               - hr
-    """)
+    """,
+    )
     doc = load_document(file, environ={})
     assert doc.lines[("host",)] == 1
     assert doc.lines[("jobs", "nightly")] == 3
@@ -23,15 +26,20 @@ def test_lines_are_recorded_for_nested_keys_and_list_items(write) -> None:
 
 
 def test_env_references_expand_with_defaults_and_keep_scalar_types(write) -> None:
-    file = write("a.yaml", """
+    file = write(
+        "a.yaml",
+        """
         host: ${DB_HOST}
         port: ${DB_PORT}
         user: ${DB_USER:-backup}
         url: https://${ACCOUNT}.blob.core.windows.net
         literal: price is $${NOT_A_VAR}
         flag: ${FLAG}
-    """)
-    doc = load_document(file, environ={"DB_HOST": "db1", "DB_PORT": "3307", "ACCOUNT": "acct", "FLAG": "true"})
+    """,
+    )
+    doc = load_document(
+        file, environ={"DB_HOST": "db1", "DB_PORT": "3307", "ACCOUNT": "acct", "FLAG": "true"}
+    )
     assert doc.data == {
         "host": "db1",
         "port": 3307,

@@ -27,7 +27,9 @@ def test_bare_name_is_a_systemd_credential(tmp_path: Path) -> None:
 
 
 def test_credential_without_systemd_says_what_to_do() -> None:
-    with pytest.raises(ConfigError, match=r"CREDENTIALS_DIRECTORY is not set \(use LoadCredential="):
+    with pytest.raises(
+        ConfigError, match=r"CREDENTIALS_DIRECTORY is not set \(use LoadCredential="
+    ):
         SecretFile("orders", Path("/etc")).read({})
 
 

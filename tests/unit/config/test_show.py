@@ -18,7 +18,9 @@ def test_effective_config_contains_no_secret_of_any_kind(write, tmp_path) -> Non
     for name in ("sas", "account_key", "connection", "client_secret"):
         write(f"secrets/{name}", SECRETS[name])
     write("creds/orders", SECRETS["credential"])
-    main = write("sealdump.yaml", f"""
+    main = write(
+        "sealdump.yaml",
+        f"""
         state_dir: state
         history_url: postgresql://sealdump:{SECRETS["history"]}@db.example/history
         storages:
@@ -28,7 +30,8 @@ def test_effective_config_contains_no_secret_of_any_kind(write, tmp_path) -> Non
         keys:
           kv: {{type: azure-key-vault, key_url: "https://v.vault.azure.net/keys/k", tenant_id: t, client_id: c, client_secret_file: secrets/client_secret}}
         defaults: {{storage: sas, key: kv}}
-    """)
+    """,
+    )
     write("servers.d/envpw.yaml", "host: h\nuser: u\npassword: ${DB_PASSWORD}\n")
     write("servers.d/credpw.yaml", "host: h\nuser: u\npassword_file: orders\n")
     environ = {"DB_PASSWORD": SECRETS["password"], "CREDENTIALS_DIRECTORY": str(tmp_path / "creds")}
@@ -45,5 +48,8 @@ def test_effective_config_contains_no_secret_of_any_kind(write, tmp_path) -> Non
 
 def test_redact_url_keeps_everything_but_the_password() -> None:
     assert redact_url("mysql+pymysql://u:p@h:3306/db") == "mysql+pymysql://u:***@h:3306/db"
-    assert redact_url("sqlite:////var/lib/sealdump/history.db") == "sqlite:////var/lib/sealdump/history.db"
+    assert (
+        redact_url("sqlite:////var/lib/sealdump/history.db")
+        == "sqlite:////var/lib/sealdump/history.db"
+    )
     assert redact_url("not a url at all") == "<redacted>"

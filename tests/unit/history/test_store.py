@@ -25,11 +25,13 @@ def test_runs_are_recorded_and_listed_newest_first(history: History) -> None:
     third = history.start("crm", "nightly", "schedule")
     runs = history.runs()
     assert [run.id for run in runs] == [third, second, first]
-    assert runs[0].status == "running" and runs[0].finished_at is None
+    assert runs[0].status == "running"
+    assert runs[0].finished_at is None
     assert runs[1].error == "server down"
     assert (runs[2].backup_id, runs[2].bytes, runs[2].rows) == ("b1", 2048, 10)
     assert runs[2].started_at.tzinfo is UTC
-    assert runs[2].duration_seconds is not None and runs[2].duration_seconds >= 0
+    assert runs[2].duration_seconds is not None
+    assert runs[2].duration_seconds >= 0
 
 
 def test_filters_and_limit(history: History) -> None:

@@ -17,7 +17,9 @@ UTC_ZONE = ZoneInfo("UTC")
 SATURDAY = datetime(2026, 11, 28, 0, 0, tzinfo=UTC)
 
 
-def fire_times(expression: str, count: int, start: datetime = SATURDAY, zone: ZoneInfo = UTC_ZONE) -> list[datetime]:
+def fire_times(
+    expression: str, count: int, start: datetime = SATURDAY, zone: ZoneInfo = UTC_ZONE
+) -> list[datetime]:
     trigger = cron_trigger(parse_cron(expression), zone)
     times: list[datetime] = []
     previous = None
@@ -40,7 +42,13 @@ def test_weekday_ranges_and_steps_count_from_sunday() -> None:
     # crontab */2 in the weekday field: Sunday, Tuesday, Thursday, Saturday.
     days = {f.strftime("%a") for f in fire_times("0 0 * * */2", 8)}
     assert days == {"Sun", "Tue", "Thu", "Sat"}
-    assert {f.strftime("%a") for f in fire_times("0 9 * * 1-5", 10)} == {"Mon", "Tue", "Wed", "Thu", "Fri"}
+    assert {f.strftime("%a") for f in fire_times("0 9 * * 1-5", 10)} == {
+        "Mon",
+        "Tue",
+        "Wed",
+        "Thu",
+        "Fri",
+    }
     assert {f.strftime("%a") for f in fire_times("0 9 * * 5-7", 6)} == {"Fri", "Sat", "Sun"}
 
 
@@ -48,13 +56,21 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
     # crontab runs on the 1st AND on every Monday, not only on Mondays that are the 1st.
     fires = fire_times("0 0 1 * 1", 6)
     assert [f.date().isoformat() for f in fires] == [
-        "2026-11-30", "2026-12-01", "2026-12-07", "2026-12-14", "2026-12-21", "2026-12-28",
+        "2026-11-30",
+        "2026-12-01",
+        "2026-12-07",
+        "2026-12-14",
+        "2026-12-21",
+        "2026-12-28",
     ]
 
 
 def test_macros_and_lists() -> None:
     later = SATURDAY + timedelta(seconds=1)
-    assert fire_times("@daily", 2, later) == [SATURDAY + timedelta(days=1), SATURDAY + timedelta(days=2)]
+    assert fire_times("@daily", 2, later) == [
+        SATURDAY + timedelta(days=1),
+        SATURDAY + timedelta(days=2),
+    ]
     assert fire_times("@hourly", 1, later) == [SATURDAY + timedelta(hours=1)]
     assert [f.minute for f in fire_times("5,35 * * * *", 3)] == [5, 35, 5]
     assert fire_times("0 0 1 jan *", 1)[0].isoformat() == "2027-01-01T00:00:00+00:00"
