@@ -1,0 +1,73 @@
+"""The contract every storage implementation meets (Azure Blob joins this list later)."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sealdump.errors import StorageError
+from sealdump.storage.base import Storage
+from sealdump.storage.filesystem import FilesystemStore
+
+
+@pytest.fixture(params=["filesystem"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    return FilesystemStore(tmp_path / "root")
+
+
+def test_write_read_size_exists(storage: Storage) -> None:
+    data = bytes(range(256)) * 10_000
+    assert storage.write("s/j/b/o/x", [data[:1000], data[1000:]]) == len(data)
+    assert b"".join(storage.read("s/j/b/o/x")) == data
+    assert storage.size("s/j/b/o/x") == len(data)
+    assert storage.exists("s/j/b/o/x")
+    assert not storage.exists("s/j/b/o/y")
+
+
+def test_ranged_reads(storage: Storage) -> None:
+    storage.write("a/b", [bytes(range(100))])
+    assert b"".join(storage.read("a/b", 10, 5)) == bytes(range(10, 15))
+    assert b"".join(storage.read("a/b", 95)) == bytes(range(95, 100))
+
+
+def test_overwrite_is_atomic_replacement(storage: Storage) -> None:
+    storage.write("k", [b"one"])
+    storage.write("k", [b"two"])
+    assert b"".join(storage.read("k")) == b"two"
+
+
+def test_failed_write_leaves_nothing_and_keeps_the_old_object(storage: Storage) -> None:
+    storage.write("k", [b"old"])
+
+    def broken() -> Iterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError):
+        storage.write("k", broken())
+    with pytest.raises(RuntimeError):
+        storage.write("new", broken())
+    assert b"".join(storage.read("k")) == b"old"
+    assert sorted(storage.list()) == ["k"]
+
+
+def test_list_by_prefix_and_delete(storage: Storage) -> None:
+    for name in ("s1/j/b1/manifest", "s1/j/b1/o/1", "s2/j/b2/manifest"):
+        storage.write(name, [b"x"])
+    assert sorted(storage.list("s1/")) == ["s1/j/b1/manifest", "s1/j/b1/o/1"]
+    storage.delete("s1/j/b1/o/1")
+    storage.delete("s1/j/b1/o/1")  # absent: not an error
+    assert sorted(storage.list()) == ["s1/j/b1/manifest", "s2/j/b2/manifest"]
+
+
+def test_missing_object_is_a_storage_error(storage: Storage) -> None:
+    with pytest.raises(StorageError, match="not in storage"):
+        b"".join(storage.read("nope"))
+    with pytest.raises(StorageError):
+        storage.size("nope")
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a//b", "a/./b", "/abs"])
+def test_names_cannot_escape(storage: Storage, name: str) -> None:
+    with pytest.raises(StorageError, match="invalid object name"):
+        storage.write(name, [b"x"])
