@@ -1,0 +1,79 @@
+"""One consistent snapshot for everything a backup reads, and an honest record of it.
+
+MariaDB reports the binary-log position of a consistent snapshot itself, so no lock is
+needed. On MySQL, a brief FLUSH TABLES WITH READ LOCK (RELOAD privilege, which Azure grants)
+pins the position while the snapshot opens; without it the position is recorded as
+approximate. Non-transactional tables (MyISAM) are not covered by any snapshot and are
+listed as such. The manifest never claims more than was achieved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+
+from sealdump.log import get_logger
+from sealdump.source.dialect import Flavor
+
+log = get_logger(__name__)
+FTWRL_TIMEOUT_SECONDS = 10
+
+
+def open_snapshot(cursor: Any, flavor: Flavor) -> dict[str, Any]:
+    """Start the snapshot transaction on ``cursor``; returns what was achieved."""
+    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    if flavor.snapshot_reports_binlog_position:
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        position = _snapshot_status(cursor)
+        return {
+            "mode": "consistent-snapshot",
+            "binlog": position,
+            "binlog_exact": position is not None,
+        }
+    locked = _try_global_read_lock(cursor)
+    try:
+        cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        position = _binlog_status(cursor, flavor)
+    finally:
+        if locked:
+            cursor.execute("UNLOCK TABLES")
+    mode = "consistent-snapshot+ftwrl" if locked else "consistent-snapshot"
+    return {"mode": mode, "binlog": position, "binlog_exact": locked and position is not None}
+
+
+def _try_global_read_lock(cursor: Any) -> bool:
+    try:
+        cursor.execute(f"SET SESSION lock_wait_timeout = {FTWRL_TIMEOUT_SECONDS}")
+        cursor.execute("FLUSH TABLES WITH READ LOCK")
+    except pymysql.err.MySQLError as exc:
+        log.warning(
+            "no global read lock: binlog position will be approximate", reason=str(exc.args[-1])
+        )
+        return False
+    return True
+
+
+def _snapshot_status(cursor: Any) -> dict[str, Any] | None:
+    cursor.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+    status = {str(name).lower(): value for name, value in cursor.fetchall()}
+    file, position = status.get("binlog_snapshot_file"), status.get("binlog_snapshot_position")
+    if not file:
+        return None
+    cursor.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, int(position or 0)))
+    gtid = cursor.fetchone()[0]
+    return {"file": file, "position": int(position or 0), "gtid": gtid or ""}
+
+
+def _binlog_status(cursor: Any, flavor: Flavor) -> dict[str, Any] | None:
+    try:
+        cursor.execute(flavor.binlog_status_sql())
+        row = cursor.fetchone()
+    except pymysql.err.MySQLError as exc:
+        log.warning("binlog position unavailable", reason=str(exc.args[-1]))
+        return None
+    if not row:
+        return None
+    cursor.execute(flavor.gtid_sql())
+    gtid = cursor.fetchone()[0]
+    return {"file": row[0], "position": int(row[1]), "gtid": gtid or ""}

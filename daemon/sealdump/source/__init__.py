@@ -1,0 +1,1 @@
+"""The MySQL side: verified-TLS connections, server flavour differences, and the catalog."""

@@ -1,0 +1,211 @@
+"""What a server holds: databases, tables with their columns and keys, and other objects.
+
+Pure readers over a cursor. Identifiers are quoted with ``quote_ident`` everywhere, so
+names with backticks, spaces or any Unicode are safe.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+
+def quote_ident(name: str) -> str:
+    """A backtick-quoted identifier."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def qualified(database: str, table: str) -> str:
+    """```db`.`table```."""
+    return f"{quote_ident(database)}.{quote_ident(table)}"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column as the dump needs it."""
+
+    name: str
+    data_type: str  # lower-case base type: int, varchar, geometry...
+    column_type: str  # full type: int(10) unsigned, enum('a','b')...
+    charset: str | None
+    generated: bool
+    nullable: bool
+
+
+@dataclass
+class Table:
+    """A base table: its columns (dump order) and the key that orders and chunks it."""
+
+    database: str
+    name: str
+    engine: str | None
+    columns: list[Column]
+    key: list[str] = field(default_factory=list)  # primary key, or a NOT NULL unique key
+    key_kind: str = "none"  # "primary" | "unique" | "none"
+    avg_row_length: int = 0
+    estimated_rows: int = 0
+
+    @property
+    def stored_columns(self) -> list[Column]:
+        """Columns that take values on INSERT (generated ones are computed by the server)."""
+        return [c for c in self.columns if not c.generated]
+
+    @property
+    def transactional(self) -> bool:
+        """Whether a consistent snapshot covers this table."""
+        return (self.engine or "").lower() in ("innodb", "rocksdb", "tokudb")
+
+
+def list_databases(cursor: Any, wanted: tuple[str, ...] = ()) -> list[str]:
+    """Non-system databases, or those of ``wanted`` (which must exist)."""
+    cursor.execute(
+        "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA ORDER BY SCHEMA_NAME"
+    )
+    present = [row[0] for row in cursor.fetchall()]
+    if wanted:
+        return [name for name in wanted if name in present]
+    return [name for name in present if name.lower() not in SYSTEM_SCHEMAS]
+
+
+def excluded(database: str, table: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``database.table`` matches one of the ``exclude_tables`` globs."""
+    full = f"{database}.{table}"
+    return any(fnmatch.fnmatchcase(full, pattern) for pattern in patterns)
+
+
+def list_tables(cursor: Any, database: str) -> list[tuple[str, str, str | None, int, int]]:
+    """(name, type, engine, avg row length, estimated rows) of every table and view."""
+    cursor.execute(
+        "SELECT TABLE_NAME AS name, TABLE_TYPE AS type, ENGINE AS engine, "
+        "COALESCE(AVG_ROW_LENGTH, 0) AS avg_len, COALESCE(TABLE_ROWS, 0) AS est_rows "
+        "FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s ORDER BY TABLE_NAME",
+        (database,),
+    )
+    return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in cursor.fetchall()]
+
+
+def read_table(
+    cursor: Any, database: str, name: str, engine: str | None, avg: int, rows: int
+) -> Table:
+    """Columns and chunking key of one base table."""
+    cursor.execute(
+        "SELECT COLUMN_NAME AS name, DATA_TYPE AS data_type, COLUMN_TYPE AS column_type, "
+        "CHARACTER_SET_NAME AS charset, COALESCE(GENERATION_EXPRESSION, '') AS generation, "
+        "IS_NULLABLE AS nullable "
+        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY ORDINAL_POSITION",
+        (database, name),
+    )
+    columns = [
+        Column(
+            name=r[0],
+            data_type=str(r[1]).lower(),
+            column_type=str(r[2]).lower(),
+            charset=r[3],
+            generated=bool(r[4]),
+            nullable=r[5] == "YES",
+        )
+        for r in cursor.fetchall()
+    ]
+    table = Table(database, name, engine, columns, avg_row_length=avg, estimated_rows=rows)
+    table.key, table.key_kind = _chunk_key(cursor, database, name, {c.name: c for c in columns})
+    return table
+
+
+def _chunk_key(
+    cursor: Any, database: str, name: str, columns: dict[str, Column]
+) -> tuple[list[str], str]:
+    """The primary key, else the first unique key whose columns are all NOT NULL."""
+    cursor.execute(
+        "SELECT INDEX_NAME AS index_name, COLUMN_NAME AS column_name, NON_UNIQUE AS non_unique, "
+        "SUB_PART AS sub_part "
+        "FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+        "ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+        (database, name),
+    )
+    indexes: dict[str, list[tuple[str, int, Any]]] = {}
+    for index_name, column, non_unique, sub_part in cursor.fetchall():
+        indexes.setdefault(index_name, []).append((column, int(non_unique), sub_part))
+    for index_name, parts in indexes.items():
+        usable = all(
+            non_unique == 0
+            and sub_part is None
+            and column in columns
+            and not columns[column].nullable
+            and not columns[column].generated
+            for column, non_unique, sub_part in parts
+        )
+        if usable:
+            return [
+                column for column, _, _ in parts
+            ], "primary" if index_name == "PRIMARY" else "unique"
+    return [], "none"
+
+
+def show_create(cursor: Any, kind: str, database: str, name: str) -> str:
+    """``SHOW CREATE <kind>`` text for one object."""
+    cursor.execute(f"SHOW CREATE {kind} {qualified(database, name)}")
+    row = cursor.fetchone()
+    index = {"TABLE": 1, "VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "TRIGGER": 2, "EVENT": 3}[kind]
+    text = row[index]
+    if text is None:
+        raise PermissionError(
+            f"SHOW CREATE {kind} {database}.{name} returned no definition (missing privilege)"
+        )
+    return str(text)
+
+
+def read_objects(cursor: Any, database: str) -> dict[str, list[dict[str, str]]]:
+    """Routines, triggers and events of ``database``, with their SHOW CREATE text."""
+    objects: dict[str, list[dict[str, str]]] = {"routines": [], "triggers": [], "events": []}
+    cursor.execute(
+        "SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES "
+        "WHERE ROUTINE_SCHEMA = %s ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+        (database,),
+    )
+    for name, kind in cursor.fetchall():
+        objects["routines"].append(
+            {"name": name, "type": kind, "create": show_create(cursor, kind, database, name)}
+        )
+    cursor.execute(
+        "SELECT TRIGGER_NAME AS name, EVENT_OBJECT_TABLE AS table_name "
+        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+        (database,),
+    )
+    for name, table in cursor.fetchall():
+        objects["triggers"].append(
+            {"name": name, "table": table, "create": show_create(cursor, "TRIGGER", database, name)}
+        )
+    cursor.execute(
+        "SELECT EVENT_NAME AS name FROM information_schema.EVENTS "
+        "WHERE EVENT_SCHEMA = %s ORDER BY EVENT_NAME",
+        (database,),
+    )
+    for (name,) in cursor.fetchall():
+        objects["events"].append(
+            {"name": name, "create": show_create(cursor, "EVENT", database, name)}
+        )
+    return objects
+
+
+def order_views(views: dict[str, str]) -> list[str]:
+    """View names so that a view comes after the views its definition mentions."""
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in ordered or name in visiting:
+            return
+        visiting.add(name)
+        for other in views:
+            if other != name and quote_ident(other) in views[name]:
+                visit(other)
+        visiting.discard(name)
+        ordered.append(name)
+
+    for name in sorted(views):
+        visit(name)
+    return ordered
