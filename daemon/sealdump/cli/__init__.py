@@ -13,7 +13,7 @@ import traceback
 import click
 
 from sealdump import __version__
-from sealdump.cli import config_cmd, history_cmd
+from sealdump.cli import backup_cmd, config_cmd, history_cmd
 from sealdump.cli.context import State, emit_error
 from sealdump.errors import ExitCode, SealdumpError
 from sealdump.log import setup_logging
@@ -43,6 +43,7 @@ def cli(ctx: click.Context, config_path: str, as_json: bool, verbose: int, quiet
     setup_logging(state.verbosity)
 
 
+cli.add_command(backup_cmd.backup)
 cli.add_command(config_cmd.config)
 cli.add_command(history_cmd.history)
 

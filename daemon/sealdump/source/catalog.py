@@ -147,19 +147,36 @@ def _chunk_key(
 
 def show_create(cursor: Any, kind: str, database: str, name: str) -> str:
     """``SHOW CREATE <kind>`` text for one object."""
+    return _show_create(cursor, kind, database, name)["create"]
+
+
+# Column positions in SHOW CREATE results: (definition, sql_mode or None).
+_SHOW_COLUMNS = {
+    "TABLE": (1, None),
+    "VIEW": (1, None),
+    "PROCEDURE": (2, 1),
+    "FUNCTION": (2, 1),
+    "TRIGGER": (2, 1),
+    "EVENT": (3, 1),
+}
+
+
+def _show_create(cursor: Any, kind: str, database: str, name: str) -> dict[str, str]:
     cursor.execute(f"SHOW CREATE {kind} {qualified(database, name)}")
     row = cursor.fetchone()
-    index = {"TABLE": 1, "VIEW": 1, "PROCEDURE": 2, "FUNCTION": 2, "TRIGGER": 2, "EVENT": 3}[kind]
-    text = row[index]
-    if text is None:
+    text_at, mode_at = _SHOW_COLUMNS[kind]
+    if row is None or row[text_at] is None:
         raise PermissionError(
             f"SHOW CREATE {kind} {database}.{name} returned no definition (missing privilege)"
         )
-    return str(text)
+    found = {"name": name, "create": str(row[text_at])}
+    if mode_at is not None:
+        found["sql_mode"] = str(row[mode_at])
+    return found
 
 
 def read_objects(cursor: Any, database: str) -> dict[str, list[dict[str, str]]]:
-    """Routines, triggers and events of ``database``, with their SHOW CREATE text."""
+    """Routines, triggers and events of ``database``: SHOW CREATE text and sql_mode."""
     objects: dict[str, list[dict[str, str]]] = {"routines": [], "triggers": [], "events": []}
     cursor.execute(
         "SELECT ROUTINE_NAME AS name, ROUTINE_TYPE AS type FROM information_schema.ROUTINES "
@@ -167,17 +184,16 @@ def read_objects(cursor: Any, database: str) -> dict[str, list[dict[str, str]]]:
         (database,),
     )
     for name, kind in cursor.fetchall():
-        objects["routines"].append(
-            {"name": name, "type": kind, "create": show_create(cursor, kind, database, name)}
-        )
+        objects["routines"].append({**_show_create(cursor, kind, database, name), "type": kind})
     cursor.execute(
         "SELECT TRIGGER_NAME AS name, EVENT_OBJECT_TABLE AS table_name "
-        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
+        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = %s "
+        "ORDER BY EVENT_OBJECT_TABLE, ACTION_ORDER",
         (database,),
     )
     for name, table in cursor.fetchall():
         objects["triggers"].append(
-            {"name": name, "table": table, "create": show_create(cursor, "TRIGGER", database, name)}
+            {**_show_create(cursor, "TRIGGER", database, name), "table": table}
         )
     cursor.execute(
         "SELECT EVENT_NAME AS name FROM information_schema.EVENTS "
@@ -185,9 +201,7 @@ def read_objects(cursor: Any, database: str) -> dict[str, list[dict[str, str]]]:
         (database,),
     )
     for (name,) in cursor.fetchall():
-        objects["events"].append(
-            {"name": name, "create": show_create(cursor, "EVENT", database, name)}
-        )
+        objects["events"].append(_show_create(cursor, "EVENT", database, name))
     return objects
 
 

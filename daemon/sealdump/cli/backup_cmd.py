@@ -1,0 +1,38 @@
+"""``sealdump backup SERVER[/JOB]``: one backup now, in the foreground."""
+
+from __future__ import annotations
+
+import click
+
+from sealdump.backup.run import resolve_job, run_job
+from sealdump.cli.context import State, emit_json, pass_state
+from sealdump.cli.table import human_bytes
+
+
+@click.command()
+@click.argument("target", metavar="SERVER[/JOB]")
+@pass_state
+def backup(state: State, target: str) -> None:
+    """Run one job now; the exit status is the outcome."""
+    config = state.config()
+    server, job = resolve_job(config, target)
+    result = run_job(config, server, job, trigger="manual")
+    if state.as_json:
+        emit_json(
+            {
+                "backup_id": result.ref.backup_id,
+                "server": server.name,
+                "job": job.name,
+                "tables": result.tables,
+                "rows": result.rows,
+                "plain_bytes": result.plain_bytes,
+                "stored_bytes": result.stored_bytes,
+                "objects": result.objects,
+            }
+        )
+    else:
+        click.echo(
+            f"{result.ref.backup_id}  {server.name}/{job.name}: {result.tables} tables, "
+            f"{result.rows} rows, {human_bytes(result.plain_bytes)} -> "
+            f"{human_bytes(result.stored_bytes)} stored"
+        )
