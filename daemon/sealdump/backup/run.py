@@ -35,16 +35,14 @@ def resolve_job(config: Config, target: str) -> tuple[Server, Job]:
     if job_name:
         job = server.jobs.get(job_name)
         if job is None:
-            raise UsageError(
-                f"server {server_name!r} has no job {job_name!r}{_known('jobs', server.jobs, job_name)}"
-            )
+            known = _known("jobs", server.jobs, job_name)
+            raise UsageError(f"server {server_name!r} has no job {job_name!r}{known}")
         return server, job
     if len(server.jobs) == 1:
         return server, next(iter(server.jobs.values()))
     if server.jobs:
-        raise UsageError(
-            f"server {server_name!r} has several jobs; name one: {', '.join(f'{server_name}/{j}' for j in server.jobs)}"
-        )
+        choices = ", ".join(f"{server_name}/{name}" for name in server.jobs)
+        raise UsageError(f"server {server_name!r} has several jobs; name one: {choices}")
     if config.default_storage is None or config.default_key is None:
         raise UsageError(
             f"server {server_name!r} has no jobs and there is no defaults.storage/defaults.key"
