@@ -24,7 +24,7 @@ from typing import Any
 
 from sealdump.archive import format as fmt
 from sealdump.archive.envelope import Envelope, dek_id
-from sealdump.errors import IntegrityError, KeyProviderError, StorageError, UsageError
+from sealdump.errors import IntegrityError, KeyProviderError, StorageError
 from sealdump.keys.base import KeyProvider, Wrapping
 from sealdump.storage.base import Storage
 
@@ -88,22 +88,6 @@ def list_backups(
         if len(parts) == 4 and parts[3] == MANIFEST and (job is None or parts[1] == job):
             found.append(BackupRef(parts[0], parts[1], parts[2]))
     return sorted(found, key=lambda ref: (ref.backup_id, ref.server, ref.job), reverse=True)
-
-
-def find_backup(
-    storage: Storage, backup_id: str, server: str | None = None, job: str | None = None
-) -> BackupRef:
-    """The backup named ``backup_id`` (or ``latest``); UsageError listing what exists."""
-    backups = list_backups(storage, server, job)
-    if backup_id == "latest":
-        if not backups:
-            raise UsageError("no complete backup found" + (f" for {server}" if server else ""))
-        return backups[0]
-    for ref in backups:
-        if ref.backup_id == backup_id:
-            return ref
-    recent = ", ".join(ref.backup_id for ref in backups[:5]) or "none"
-    raise UsageError(f"backup {backup_id} not found in {storage.describe()} (newest: {recent})")
 
 
 class BackupWriter:

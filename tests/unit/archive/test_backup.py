@@ -8,12 +8,11 @@ from sealdump.archive.backup import (
     BackupReader,
     BackupRef,
     BackupWriter,
-    find_backup,
     list_backups,
     new_backup_id,
     rewrap,
 )
-from sealdump.errors import IntegrityError, KeyProviderError, UsageError
+from sealdump.errors import IntegrityError, KeyProviderError
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
 from sealdump.storage.filesystem import FilesystemStore
 
@@ -64,9 +63,6 @@ def test_listing_is_newest_first_and_filters(store, key) -> None:
     assert list_backups(store) == [new, other, old]
     assert list_backups(store, server="orders") == [new, old]
     assert list_backups(store, server="crm", job="nightly") == []
-    assert find_backup(store, "latest", server="orders") == new
-    with pytest.raises(UsageError, match="not found"):
-        find_backup(store, "20200101T000000Z-ffffff")
 
 
 def test_names_and_contents_in_storage_reveal_nothing(store, key, tmp_path) -> None:

@@ -1,0 +1,154 @@
+"""``sealdump keys generate`` and ``sealdump keys rewrap``; ``sealdump decrypt``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from sealdump.archive import format as fmt
+from sealdump.archive.backup import BackupReader, unwrap_envelope
+from sealdump.archive.backup import rewrap as rewrap_backup
+from sealdump.archive.envelope import Envelope
+from sealdump.archive.locate import all_backups, locate, providers
+from sealdump.cli.backups_cmd import scoped
+from sealdump.cli.context import State, emit_json, pass_state
+from sealdump.errors import UsageError
+from sealdump.keys import KeyProvider, provider_for
+from sealdump.keys.local import LocalKeyProvider, generate_key_file
+from sealdump.storage.filesystem import FilesystemStore
+
+
+@click.group()
+def keys() -> None:
+    """Make local keys; re-wrap backups' data keys after a KEK rotation."""
+
+
+@keys.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@pass_state
+def generate(state: State, file: Path) -> None:
+    """Write a new random 256-bit key to FILE (mode 0600; never overwrites)."""
+    key_id = generate_key_file(file)
+    if state.as_json:
+        emit_json({"file": str(file), "key_id": key_id})
+    else:
+        click.echo(f"{file}: new key {key_id}")
+
+
+@keys.command()
+@click.argument("backup_id", metavar="[BACKUP]", required=False)
+@click.option("--all", "every", is_flag=True, help="Every backup (within --server/--job).")
+@scoped
+@click.option("--to-key", help="Wrap under this configured key instead of the backup's own.")
+@pass_state
+def rewrap(
+    state: State,
+    backup_id: str | None,
+    every: bool,
+    server: str | None,
+    job: str | None,
+    to_key: str | None,
+) -> None:
+    """Re-wrap data keys under the newest KEK version; data objects are not touched."""
+    if bool(backup_id) == every:
+        raise UsageError("give one BACKUP or --all")
+    config = state.config()
+    if to_key is not None and to_key not in config.keys:
+        raise UsageError(f"unknown key {to_key!r} (known keys: {', '.join(sorted(config.keys))})")
+    targets = (
+        all_backups(config, server, job) if every else [locate(config, str(backup_id), server, job)]
+    )
+    available = providers(config)
+    results = []
+    for item in targets:
+        reader = BackupReader(item.storage, item.ref, available)
+        dek = reader.data_key()
+        destination = (
+            provider_for(config.keys[to_key]) if to_key else _owner(reader.envelope, available)
+        )
+        wrapping = destination.wrap(dek)
+        before = [w.key_id for w in reader.envelope.wrappings]
+        if before == [wrapping.key_id]:
+            results.append(
+                {"backup_id": item.ref.backup_id, "key_id": wrapping.key_id, "changed": False}
+            )
+            continue
+        rewrap_backup(item.storage, item.ref, reader.envelope, dek, wrapping)
+        results.append(
+            {
+                "backup_id": item.ref.backup_id,
+                "from": before,
+                "key_id": wrapping.key_id,
+                "changed": True,
+            }
+        )
+    if state.as_json:
+        emit_json(results)
+        return
+    for result in results:
+        change = "re-wrapped under" if result["changed"] else "already under"
+        click.echo(f"{result['backup_id']}: {change} {result['key_id']}")
+
+
+def _owner(envelope: Envelope, available: list[KeyProvider]) -> KeyProvider:
+    for wrapping in envelope.wrappings:
+        for provider in available:
+            if provider.owns(wrapping):
+                return provider
+    raise UsageError(f"no configured key owns backup {envelope.backup_id}'s data key; use --to-key")
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write here (default stdout).",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A local key to use.",
+)
+@pass_state
+def decrypt(state: State, file: Path, output: Path | None, key_file: Path | None) -> None:
+    """Decrypt one stored object (from a filesystem storage or a download) to plaintext.
+
+    The backup's keys.json is looked up beside the object's backup directory.
+    """
+    head = file.read_bytes()[: fmt.HEADER_PROBE]
+    header = fmt.parse_header(head, str(file))
+    backup_dir = file.parent if header.name == "manifest" else file.parent.parent
+    envelope_path = backup_dir / "keys.json"
+    if not envelope_path.exists():
+        raise UsageError(
+            f"{envelope_path} not found: decrypt needs the backup's keys.json beside its objects"
+        )
+    envelope = Envelope.from_json(envelope_path.read_bytes(), str(envelope_path))
+    available: list[KeyProvider] = (
+        [LocalKeyProvider("key-file", key_file)] if key_file else providers(state.config())
+    )
+    dek = unwrap_envelope(envelope, available)
+
+    def chunks() -> Iterator[bytes]:
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    plaintext = fmt.decrypt(
+        chunks(),
+        dek,
+        header.backup_id,
+        header.name,
+        ", ".join(w.key_id for w in envelope.wrappings),
+    )
+    if output is None:
+        for piece in plaintext:
+            sys.stdout.buffer.write(piece)
+        sys.stdout.buffer.flush()
+        return
+    FilesystemStore(output.resolve().parent).write(output.name, plaintext)

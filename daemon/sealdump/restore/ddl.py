@@ -1,0 +1,67 @@
+"""Rewrites of SHOW CREATE text for restoring under other names and without SUPER.
+
+Pure string functions over the server's own canonical output, which quotes every
+identifier with backticks.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sealdump.source.catalog import quote_ident
+
+_IDENT = r"`(?:[^`]|``)+`"
+_ACCOUNT_PART = r"(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|[A-Za-z0-9_.%$-]+)"
+_DEFINER = re.compile(
+    rf"\s+DEFINER\s*=\s*(?:CURRENT_USER(?:\(\))?|{_ACCOUNT_PART}(?:@{_ACCOUNT_PART})?)", re.I
+)
+_CREATE_TABLE = re.compile(
+    rf"^(CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMPORARY\s+)?TABLE\s+)(?:IF NOT EXISTS\s+)?{_IDENT}", re.I
+)
+_CREATE_DATABASE = re.compile(
+    rf"^(CREATE\s+DATABASE\s+)(?:/\*!32312 IF NOT EXISTS\*/\s*)?{_IDENT}", re.I
+)
+_UNQUALIFIED_REFERENCE = re.compile(rf"(\bREFERENCES\s+)({_IDENT})(\s*\()")
+_FK_NAME = re.compile(rf"\bCONSTRAINT\s+{_IDENT}\s+(FOREIGN\s+KEY\b)", re.I)
+
+
+def strip_definer(sql: str) -> str:
+    """Drop ``DEFINER=user@host`` so an account without SUPER can create the object."""
+    return _DEFINER.sub("", sql, count=1)
+
+
+def rename_table(create: str, name: str) -> str:
+    """``CREATE TABLE `old` (...)`` -> ``CREATE TABLE `name` (...)``."""
+    renamed, count = _CREATE_TABLE.subn(lambda m: m.group(1) + quote_ident(name), create, count=1)
+    if not count:
+        raise ValueError("not a CREATE TABLE statement")
+    return renamed
+
+
+def rename_database(create: str, name: str) -> str:
+    """``CREATE DATABASE `old` ...`` -> ``CREATE DATABASE IF NOT EXISTS `name` ...``."""
+    renamed, count = _CREATE_DATABASE.subn(
+        lambda m: m.group(1) + "IF NOT EXISTS " + quote_ident(name), create, count=1
+    )
+    if not count:
+        raise ValueError("not a CREATE DATABASE statement")
+    return renamed
+
+
+def qualify_references(create: str, database: str) -> str:
+    """Name the database of same-database foreign keys, so they survive a move between schemas."""
+    return _UNQUALIFIED_REFERENCE.sub(
+        lambda m: m.group(1) + quote_ident(database) + "." + m.group(2) + m.group(3), create
+    )
+
+
+def drop_foreign_key_names(create: str) -> str:
+    """Let the server name foreign keys: names must be unique per database."""
+    return _FK_NAME.sub(lambda m: m.group(1), create)
+
+
+def move_database_references(sql: str, old: str, new: str) -> str:
+    """Point ```old`.`` qualifiers (as views are stored) at ``new``."""
+    if old == new:
+        return sql
+    return sql.replace(quote_ident(old) + ".", quote_ident(new) + ".")

@@ -1,0 +1,67 @@
+"""Plain SQL of selected objects of a backup, readable by the ``mysql``/``mariadb`` client.
+
+No server is involved: the output is what a restore would execute, in one script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sealdump.archive.backup import BackupReader
+from sealdump.backup.chunks import unframe
+from sealdump.restore import ddl
+from sealdump.restore.plan import RestorePlan
+from sealdump.source.catalog import quote_ident
+
+_PROLOGUE = """-- sealdump export of backup {backup} ({server}/{job}), taken {taken}
+SET NAMES utf8mb4;
+SET @OLD_SQL_MODE = @@SESSION.sql_mode,
+    SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION';
+SET @OLD_TIME_ZONE = @@SESSION.time_zone, SESSION time_zone = '+00:00';
+SET @OLD_FK_CHECKS = @@SESSION.foreign_key_checks, SESSION foreign_key_checks = 0;
+"""
+_EPILOGUE = """SET SESSION foreign_key_checks = @OLD_FK_CHECKS;
+SET SESSION time_zone = @OLD_TIME_ZONE;
+SET SESSION sql_mode = @OLD_SQL_MODE;
+"""
+
+
+def export_sql(
+    reader: BackupReader, plan: RestorePlan, keep_definers: bool = False
+) -> Iterator[bytes]:
+    """Stream the SQL script for ``plan``."""
+    manifest = reader.manifest()
+    yield _PROLOGUE.format(
+        backup=reader.ref.backup_id,
+        server=manifest["server"],
+        job=manifest["job"],
+        taken=manifest["started_at"],
+    ).encode()
+    for database in plan.databases:
+        schema = reader.read_json(database.entry["schema"])
+        create_database = ddl.rename_database(schema["create"], database.target)
+        yield f"\n{create_database};\nUSE {quote_ident(database.target)};\n".encode()
+        for table in database.tables:
+            create = ddl.rename_table(schema["tables"][table.name], table.target_name)
+            yield f"\n{create};\n".encode()
+            columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
+            prefix = f"INSERT INTO {quote_ident(table.target_name)} ({columns}) VALUES ".encode()
+            for chunk in table.entry["chunks"]:
+                for batch in unframe(reader.open(chunk)):
+                    yield prefix + batch + b";\n"
+        objects: list[str] = []
+        names = {t.name for t in database.tables}
+        objects += [t["create"] for t in schema.get("triggers", []) if t["table"] in names]
+        if database.whole:
+            objects += [schema["views"][name] for name in schema.get("view_order", [])]
+            objects += [r["create"] for r in schema.get("routines", [])]
+            objects += [e["create"] for e in schema.get("events", [])]
+        if objects:
+            yield b"\nDELIMITER ;;\n"
+            for sql in objects:
+                sql = sql if keep_definers else ddl.strip_definer(sql)
+                yield (
+                    ddl.move_database_references(sql, database.source, database.target) + ";;\n"
+                ).encode()
+            yield b"DELIMITER ;\n"
+    yield b"\n" + _EPILOGUE.encode()

@@ -1,0 +1,335 @@
+"""Carry out a restore plan on a server: staging first, then into place, or nothing.
+
+Every table is created and loaded in a staging schema of its own (``_sealdump_restore_*``),
+chunks in parallel over several connections, with every object authenticated as it is read.
+Only when all tables loaded and their row counts match the manifest are they moved into
+place with RENAME TABLE; views, routines, triggers and events follow. The staging schema
+is dropped whatever happens. DEFINER clauses are dropped unless asked to keep them, so an
+account without SUPER (Azure) can restore.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pymysql
+
+from sealdump.archive.backup import BackupReader
+from sealdump.backup.chunks import unframe
+from sealdump.config.model import Server
+from sealdump.errors import SourceError, UsageError
+from sealdump.log import get_logger
+from sealdump.restore import ddl
+from sealdump.restore.plan import DatabasePlan, RestorePlan, TablePlan
+from sealdump.source.catalog import qualified, quote_ident
+from sealdump.source.connect import connect
+
+log = get_logger(__name__)
+Mode = Literal["create", "replace"]
+STAGING_PREFIX = "_sealdump_restore_"
+# Loading session: no FK or unique checks (the data was consistent when dumped).
+_LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did (or, with dry_run, would do)."""
+
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+    rows: int = 0
+    chunks: int = 0
+    stored_bytes: int = 0
+    dry_run: bool = False
+
+
+def restore(
+    reader: BackupReader,
+    plan: RestorePlan,
+    target: Server,
+    *,
+    mode: Mode = "create",
+    dry_run: bool = False,
+    keep_definers: bool = False,
+    workers: int = 4,
+) -> RestoreReport:
+    """Restore ``plan`` from ``reader`` onto ``target``."""
+    connection = connect(target)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(_LOAD_SESSION)
+        existing = _check_targets(cursor, plan, mode)
+        report = _report(plan, existing, mode, dry_run)
+        if dry_run:
+            return report
+        schemas = [_schema(reader, d) for d in plan.databases]
+        staging = {
+            d.target: f"{STAGING_PREFIX}{secrets.token_hex(4)}_{i}"
+            for i, d in enumerate(plan.databases)
+        }
+        try:
+            for database, schema in zip(plan.databases, schemas, strict=True):
+                cursor.execute(f"CREATE DATABASE {quote_ident(staging[database.target])}")
+                for table in database.tables:
+                    create = _table_ddl(schema["tables"][table.name], table)
+                    cursor.execute(f"USE {quote_ident(staging[database.target])}")
+                    cursor.execute(create)
+            _load_all(reader, plan, target, staging, workers)
+            _check_counts(cursor, plan, staging)
+            for database, schema in zip(plan.databases, schemas, strict=True):
+                _move_into_place(cursor, database, schema, staging[database.target], existing)
+                _create_objects(cursor, database, schema, mode, keep_definers, report)
+        finally:
+            for name in staging.values():
+                _drop_quietly(cursor, name)
+        return report
+    except pymysql.err.MySQLError as exc:
+        raise SourceError(
+            f"restore on {target.name} failed: MySQL error {exc.args[0]}: {exc.args[-1]}"
+        ) from None
+    finally:
+        connection.close()
+
+
+def _schema(reader: BackupReader, database: DatabasePlan) -> dict[str, Any]:
+    schema: dict[str, Any] = reader.read_json(database.entry["schema"])
+    return schema
+
+
+def _check_targets(cursor: Any, plan: RestorePlan, mode: Mode) -> dict[str, int]:
+    """Row counts of target tables that exist; UsageError if ``create`` would overwrite data."""
+    existing: dict[str, int] = {}
+    for table in plan.tables:
+        cursor.execute(
+            "SELECT TABLE_TYPE AS type FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (table.target_database, table.target_name),
+        )
+        row = cursor.fetchone()
+        if row is None:
+            continue
+        if row[0] != "BASE TABLE":
+            raise UsageError(f"{table.target} exists and is a {str(row[0]).lower()}, not a table")
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {qualified(table.target_database, table.target_name)})"
+        )
+        existing[table.target] = int(cursor.fetchone()[0])
+    occupied = [name for name, has_rows in existing.items() if has_rows]
+    if occupied and mode == "create":
+        raise UsageError(
+            f"refusing to overwrite non-empty table{'s' if len(occupied) > 1 else ''} "
+            f"{', '.join(occupied)}: use --mode replace to overwrite, or --into-database / "
+            "--into-table to restore beside them"
+        )
+    return existing
+
+
+def _report(
+    plan: RestorePlan, existing: dict[str, int], mode: Mode, dry_run: bool
+) -> RestoreReport:
+    report = RestoreReport(dry_run=dry_run, chunks=plan.chunks, stored_bytes=plan.stored_bytes)
+    for table in plan.tables:
+        action = "replace" if existing.get(table.target) else "create"
+        report.tables.append(
+            {
+                "source": table.source,
+                "target": table.target,
+                "rows": table.entry["rows"],
+                "chunks": len(table.entry["chunks"]),
+                "action": action if mode == "replace" or action == "create" else "refuse",
+            }
+        )
+        report.rows += table.entry["rows"]
+    return report
+
+
+def _table_ddl(create: str, table: TablePlan) -> str:
+    sql = ddl.rename_table(create, table.target_name)
+    sql = ddl.qualify_references(sql, table.target_database)
+    if table.target_name != table.name:
+        sql = ddl.drop_foreign_key_names(sql)
+    return sql
+
+
+def _load_all(
+    reader: BackupReader, plan: RestorePlan, target: Server, staging: dict[str, str], workers: int
+) -> None:
+    """Load every chunk into staging, in parallel, one transaction per chunk."""
+    work = [(table, chunk) for table in plan.tables for chunk in table.entry["chunks"]]
+    if not work:
+        return
+    local = threading.local()
+    connections: list[Any] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def cursor() -> Any:
+        if not hasattr(local, "cursor"):
+            connection = connect(target, autocommit=False)
+            with lock:
+                connections.append(connection)
+            local.cursor = connection.cursor()
+            local.cursor.execute(_LOAD_SESSION)
+        return local.cursor
+
+    def load(table: TablePlan, chunk: dict[str, Any]) -> None:
+        if stop.is_set():
+            return
+        cur = cursor()
+        into = qualified(staging[table.target_database], table.target_name)
+        columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
+        prefix = f"INSERT INTO {into} ({columns}) VALUES ".encode()
+        for batch in unframe(reader.open(chunk)):
+            cur.execute(prefix + batch)
+        cur.connection.commit()
+
+    try:
+        with ThreadPoolExecutor(
+            max_workers=max(1, min(workers, len(work))), thread_name_prefix="sealdump-load"
+        ) as pool:
+            futures = [pool.submit(load, table, chunk) for table, chunk in work]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                stop.set()
+                for future in futures:
+                    future.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+def _check_counts(cursor: Any, plan: RestorePlan, staging: dict[str, str]) -> None:
+    for table in plan.tables:
+        cursor.execute(
+            f"SELECT COUNT(*) FROM {qualified(staging[table.target_database], table.target_name)}"
+        )
+        loaded = int(cursor.fetchone()[0])
+        if loaded != table.entry["rows"]:
+            expected = table.entry["rows"]
+            raise SourceError(
+                f"{table.source}: loaded {loaded} rows, the backup holds {expected}; "
+                "nothing was changed"
+            )
+
+
+def _move_into_place(
+    cursor: Any,
+    database: DatabasePlan,
+    schema: dict[str, Any],
+    staging: str,
+    existing: dict[str, int],
+) -> None:
+    create = ddl.rename_database(schema["create"], database.target)
+    cursor.execute(create)
+    for table in database.tables:
+        if table.target in existing:
+            cursor.execute(f"DROP TABLE {qualified(table.target_database, table.target_name)}")
+        final = qualified(table.target_database, table.target_name)
+        cursor.execute(f"RENAME TABLE {qualified(staging, table.target_name)} TO {final}")
+        log.info(
+            "table restored", source=table.source, target=table.target, rows=table.entry["rows"]
+        )
+
+
+def _create_objects(
+    cursor: Any,
+    database: DatabasePlan,
+    schema: dict[str, Any],
+    mode: Mode,
+    keep_definers: bool,
+    report: RestoreReport,
+) -> None:
+    """Triggers of the restored tables; for whole databases also views, routines and events."""
+    cursor.execute(f"USE {quote_ident(database.target)}")
+    restored = {t.name: t.target_name for t in database.tables}
+
+    def prepare(sql: str) -> str:
+        sql = sql if keep_definers else ddl.strip_definer(sql)
+        return ddl.move_database_references(sql, database.source, database.target)
+
+    def run(sql: str, sql_mode: str | None, label: str, drop: str | None) -> None:
+        if sql_mode is not None:
+            cursor.execute("SET SESSION sql_mode = %s", (sql_mode,))
+        try:
+            if drop and mode == "replace":
+                cursor.execute(drop)
+            cursor.execute(sql)
+        finally:
+            if sql_mode is not None:
+                cursor.execute(
+                    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
+                )
+        report.objects.append(label)
+
+    for trigger in schema.get("triggers", []):
+        if trigger["table"] in restored and restored[trigger["table"]] == trigger["table"]:
+            drop = f"DROP TRIGGER IF EXISTS {quote_ident(trigger['name'])}"
+            run(
+                prepare(trigger["create"]),
+                trigger.get("sql_mode"),
+                f"trigger {database.target}.{trigger['name']}",
+                drop,
+            )
+    if not database.whole:
+        return
+    _create_views(cursor, database, schema, prepare, mode, report)
+    for routine in schema.get("routines", []):
+        drop = f"DROP {routine['type']} IF EXISTS {quote_ident(routine['name'])}"
+        run(
+            prepare(routine["create"]),
+            routine.get("sql_mode"),
+            f"{routine['type'].lower()} {database.target}.{routine['name']}",
+            drop,
+        )
+    for event in schema.get("events", []):
+        drop = f"DROP EVENT IF EXISTS {quote_ident(event['name'])}"
+        run(
+            prepare(event["create"]),
+            event.get("sql_mode"),
+            f"event {database.target}.{event['name']}",
+            drop,
+        )
+
+
+def _create_views(
+    cursor: Any,
+    database: DatabasePlan,
+    schema: dict[str, Any],
+    prepare: Callable[[str], str],
+    mode: Mode,
+    report: RestoreReport,
+) -> None:
+    """Views in dependency order; a view whose dependency is not yet there is retried."""
+    pending = list(schema.get("view_order", []))
+    while pending:
+        failed: list[str] = []
+        last_error: Exception | None = None
+        for name in pending:
+            sql = prepare(schema["views"][name])
+            if mode == "replace":
+                sql = sql.replace("CREATE ", "CREATE OR REPLACE ", 1)
+            try:
+                cursor.execute(sql)
+                report.objects.append(f"view {database.target}.{name}")
+            except pymysql.err.MySQLError as exc:
+                failed.append(name)
+                last_error = exc
+        if len(failed) == len(pending):
+            raise SourceError(f"cannot create views {', '.join(failed)}: {last_error}")
+        pending = failed
+
+
+def _drop_quietly(cursor: Any, schema: str) -> None:
+    try:
+        cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(schema)}")
+    except pymysql.err.MySQLError as exc:
+        log.warning(
+            "could not drop staging schema; drop it by hand", schema=schema, error=str(exc.args[-1])
+        )
