@@ -36,6 +36,12 @@ STAGING_PREFIX = "_sealdump_restore_"
 _LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
 
 
+_HINTS = {
+    1419: " (set the server parameter log_bin_trust_function_creators=ON to restore routines)",
+    1227: " (the restoring account lacks a privilege; DEFINERs are dropped unless --keep-definers)",
+}
+
+
 @dataclass
 class RestoreReport:
     """What a restore did (or, with dry_run, would do)."""
@@ -81,16 +87,32 @@ def restore(
                     cursor.execute(create)
             _load_all(reader, plan, target, staging, workers)
             _check_counts(cursor, plan, staging)
+            # Rehearse views, routines, triggers and events in staging: a missing privilege
+            # shows up here, before anything on the target has changed.
             for database, schema in zip(plan.databases, schemas, strict=True):
-                _move_into_place(cursor, database, schema, staging[database.target], existing)
-                _create_objects(cursor, database, schema, mode, keep_definers, report)
+                into = staging[database.target]
+                _create_objects(cursor, database, schema, into, "create", keep_definers, None)
+                # A table cannot change schema while it has triggers: drop the rehearsed ones.
+                cursor.execute(
+                    "SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS "
+                    "WHERE TRIGGER_SCHEMA = %s",
+                    (into,),
+                )
+                for (trigger,) in cursor.fetchall():
+                    cursor.execute(f"DROP TRIGGER {qualified(into, trigger)}")
+            _move_into_place(cursor, plan, schemas, staging, existing)
+            for database, schema in zip(plan.databases, schemas, strict=True):
+                _create_objects(
+                    cursor, database, schema, database.target, mode, keep_definers, report
+                )
         finally:
             for name in staging.values():
                 _drop_quietly(cursor, name)
         return report
     except pymysql.err.MySQLError as exc:
+        hint = _HINTS.get(exc.args[0], "")
         raise SourceError(
-            f"restore on {target.name} failed: MySQL error {exc.args[0]}: {exc.args[-1]}"
+            f"restore on {target.name} failed: MySQL error {exc.args[0]}: {exc.args[-1]}{hint}"
         ) from None
     finally:
         connection.close()
@@ -221,18 +243,29 @@ def _check_counts(cursor: Any, plan: RestorePlan, staging: dict[str, str]) -> No
 
 def _move_into_place(
     cursor: Any,
-    database: DatabasePlan,
-    schema: dict[str, Any],
-    staging: str,
+    plan: RestorePlan,
+    schemas: list[dict[str, Any]],
+    staging: dict[str, str],
     existing: dict[str, int],
 ) -> None:
-    create = ddl.rename_database(schema["create"], database.target)
-    cursor.execute(create)
-    for table in database.tables:
+    """Drop the tables being replaced, then move every staged table in one atomic RENAME.
+
+    Existing tables are dropped rather than renamed aside: renaming a parent table would
+    carry the foreign keys of its (unrestored) children along with it.
+    """
+    for database, schema in zip(plan.databases, schemas, strict=True):
+        cursor.execute(ddl.rename_database(schema["create"], database.target))
+    for table in plan.tables:
         if table.target in existing:
             cursor.execute(f"DROP TABLE {qualified(table.target_database, table.target_name)}")
-        final = qualified(table.target_database, table.target_name)
-        cursor.execute(f"RENAME TABLE {qualified(staging, table.target_name)} TO {final}")
+    moves = [
+        f"{qualified(staging[t.target_database], t.target_name)} TO "
+        f"{qualified(t.target_database, t.target_name)}"
+        for t in plan.tables
+    ]
+    if moves:
+        cursor.execute("RENAME TABLE " + ", ".join(moves))
+    for table in plan.tables:
         log.info(
             "table restored", source=table.source, target=table.target, rows=table.entry["rows"]
         )
@@ -242,17 +275,22 @@ def _create_objects(
     cursor: Any,
     database: DatabasePlan,
     schema: dict[str, Any],
+    into: str,
     mode: Mode,
     keep_definers: bool,
-    report: RestoreReport,
+    report: RestoreReport | None,
 ) -> None:
-    """Triggers of the restored tables; for whole databases also views, routines and events."""
-    cursor.execute(f"USE {quote_ident(database.target)}")
+    """Triggers of the restored tables; for whole databases also views, routines and events.
+
+    ``into`` is the database they are created in: the target, or staging for a rehearsal
+    (``report`` None).
+    """
+    cursor.execute(f"USE {quote_ident(into)}")
     restored = {t.name: t.target_name for t in database.tables}
 
     def prepare(sql: str) -> str:
         sql = sql if keep_definers else ddl.strip_definer(sql)
-        return ddl.move_database_references(sql, database.source, database.target)
+        return ddl.move_database_references(sql, database.source, into)
 
     def run(sql: str, sql_mode: str | None, label: str, drop: str | None) -> None:
         if sql_mode is not None:
@@ -266,7 +304,8 @@ def _create_objects(
                 cursor.execute(
                     "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
                 )
-        report.objects.append(label)
+        if report is not None:
+            report.objects.append(label)
 
     for trigger in schema.get("triggers", []):
         if trigger["table"] in restored and restored[trigger["table"]] == trigger["table"]:
@@ -279,7 +318,7 @@ def _create_objects(
             )
     if not database.whole:
         return
-    _create_views(cursor, database, schema, prepare, mode, report)
+    _create_views(cursor, into, schema, prepare, mode, report)
     for routine in schema.get("routines", []):
         drop = f"DROP {routine['type']} IF EXISTS {quote_ident(routine['name'])}"
         run(
@@ -300,11 +339,11 @@ def _create_objects(
 
 def _create_views(
     cursor: Any,
-    database: DatabasePlan,
+    into: str,
     schema: dict[str, Any],
     prepare: Callable[[str], str],
     mode: Mode,
-    report: RestoreReport,
+    report: RestoreReport | None,
 ) -> None:
     """Views in dependency order; a view whose dependency is not yet there is retried."""
     pending = list(schema.get("view_order", []))
@@ -317,7 +356,8 @@ def _create_views(
                 sql = sql.replace("CREATE ", "CREATE OR REPLACE ", 1)
             try:
                 cursor.execute(sql)
-                report.objects.append(f"view {database.target}.{name}")
+                if report is not None:
+                    report.objects.append(f"view {into}.{name}")
             except pymysql.err.MySQLError as exc:
                 failed.append(name)
                 last_error = exc
