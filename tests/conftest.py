@@ -68,3 +68,13 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def mariadb_target(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) -> Iterator[MariaDB]:
+    """A second TLS MariaDB: the "other server" restores go to."""
+    server = MariaDB(tmp_path_factory.mktemp("mariadb-target"), test_ca)
+    try:
+        yield server.start()
+    finally:
+        server.stop()

@@ -116,6 +116,7 @@ class TableReader:
                 self._select(f"{where} ORDER BY {order} LIMIT {self.chunk_rows}", keys)
             )
             count, first, last_seen = yield from self._batches(len(keys), self.chunk_rows)
+            self.cursor.fetchall()  # read the end of the result (LIMIT reached exactly)
             if count:
                 yield ChunkEnd(count, first, last_seen)
                 last = last_seen
