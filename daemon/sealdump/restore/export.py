@@ -26,6 +26,15 @@ SET SESSION sql_mode = @OLD_SQL_MODE;
 """
 
 
+def _one_line(batch: bytes) -> bytes:
+    """Escape raw CR and LF, which only occur inside quoted strings of a batch.
+
+    QUOTE() leaves them raw; the mysql/mariadb client rewrites CR LF line ends in its
+    input, which would change the data. As escapes they reach the server intact.
+    """
+    return batch.replace(b"\r", b"\\r").replace(b"\n", b"\\n")
+
+
 def export_sql(
     reader: BackupReader, plan: RestorePlan, keep_definers: bool = False
 ) -> Iterator[bytes]:
@@ -48,7 +57,7 @@ def export_sql(
             prefix = f"INSERT INTO {quote_ident(table.target_name)} ({columns}) VALUES ".encode()
             for chunk in table.entry["chunks"]:
                 for batch in unframe(reader.open(chunk)):
-                    yield prefix + batch + b";\n"
+                    yield prefix + _one_line(batch) + b";\n"
         objects: list[str] = []
         names = {t.name for t in database.tables}
         objects += [t["create"] for t in schema.get("triggers", []) if t["table"] in names]

@@ -1,0 +1,196 @@
+"""The backup and restore verbs, driven as an operator would drive them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.configs import write_config
+from tests.support.dataset import create_dataset, table_fingerprints
+from tests.support.mariadb import MariaDB
+
+pytestmark = pytest.mark.mariadb
+
+
+@pytest.fixture(scope="module")
+def prepared(mariadb: MariaDB) -> MariaDB:
+    with mariadb.root() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'fidelity'"
+        )
+        if cur.fetchone()[0] == 0:
+            create_dataset(cur)
+        cur.execute("SET GLOBAL log_bin_trust_function_creators = 1")
+    return mariadb
+
+
+@pytest.fixture
+def setup(tmp_path: Path, prepared: MariaDB, sealdump):
+    config = write_config(
+        tmp_path,
+        {"db1": prepared},
+        "jobs:\n  nightly: {schedule: '0 2 * * *', databases: [fidelity]}\n",
+    )
+
+    def run(*args: str, check: int | None = 0):
+        return sealdump("--config", str(config), *args, check=check)
+
+    return config, run
+
+
+def test_backup_list_show_restore_verify(setup, prepared: MariaDB) -> None:
+    config, run = setup
+    out = json.loads(run("--json", "backup", "db1/nightly").stdout)
+    backup_id = out["backup_id"]
+    assert out["tables"] >= 10 and out["rows"] > 5000
+
+    listed = json.loads(run("--json", "list").stdout)
+    assert [b["backup_id"] for b in listed] == [backup_id]
+    assert listed[0]["status"] == "complete"
+
+    shown = json.loads(run("--json", "show", backup_id).stdout)
+    assert shown["keys"][0]["key_id"].startswith("local:")
+    text = run("show", "latest").stdout
+    assert "consistent-snapshot, binlog binlog." in text and "fidelity.strings" in text
+
+    run("restore", backup_id, "--table", "fidelity.numbers", "--into-database", "e2e_restored")
+    with prepared.root() as conn, conn.cursor() as cur:
+        assert (
+            table_fingerprints(cur, "e2e_restored")["numbers"]
+            == table_fingerprints(cur, "fidelity")["numbers"]
+        )
+        cur.execute("DROP DATABASE e2e_restored")
+
+    verified = run("verify", backup_id).stdout
+    assert f"{backup_id}: OK" in verified
+
+    history = json.loads(run("--json", "history").stdout)
+    assert history[0]["status"] == "success" and history[0]["backup_id"] == backup_id
+
+
+def test_unknown_server_or_job_exits_2_listing_known(setup) -> None:
+    _, run = setup
+    result = run("backup", "db2", check=2)
+    assert "unknown server 'db2' (known servers: db1; did you mean 'db1'?)" in result.stderr
+    result = run("backup", "db1/nightyl", check=2)
+    assert (
+        "server 'db1' has no job 'nightyl' (known jobs: nightly; did you mean 'nightly'?)"
+        in result.stderr
+    )
+
+
+def test_restore_refusals_exit_2(setup) -> None:
+    _, run = setup
+    run("backup", "db1")
+    result = run("restore", "latest", "--table", "fidelity.numbers", check=2)
+    assert (
+        "refusing to overwrite non-empty table fidelity.numbers: use --mode replace"
+        in result.stderr
+    )
+    result = run("restore", "latest", "--table", "fidelity.nmbers", check=2)
+    assert "closest: fidelity.numbers" in result.stderr
+    result = run("restore", "20200101T000000Z-000000", check=2)
+    assert "not found in any configured storage" in result.stderr
+
+
+def test_tampered_backup_fails_verify_with_exit_4(setup, tmp_path) -> None:
+    _, run = setup
+    backup_id = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    objects = sorted(
+        (tmp_path / "backups").glob(f"db1/nightly/{backup_id}/o/*"), key=lambda p: p.stat().st_size
+    )
+    victim = objects[-1]
+    data = bytearray(victim.read_bytes())
+    data[-5] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = run("verify", backup_id, check=4)
+    assert "failed authentication" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_backup_exits_1_and_is_recorded(setup, tmp_path) -> None:
+    config, run = setup
+    server_file = config.parent / "servers.d" / "db1.yaml"
+    server_file.write_text(
+        server_file.read_text().replace(
+            "password_file: ../db1.password", "password: ${WRONG_PW:-nope}"
+        )
+    )
+    result = run("backup", "db1", check=1)
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("sealdump: access denied for user 'sealdump' on db1 (127.0.0.1:")
+    assert "nope" not in result.stderr
+    assert json.loads(run("--json", "list").stdout) == []
+    assert json.loads(run("--json", "history").stdout)[0]["status"] == "failed"
+
+
+def test_export_is_sql_the_mariadb_client_restores(setup, prepared: MariaDB, tmp_path) -> None:
+    _, run = setup
+    run("backup", "db1")
+    out = tmp_path / "numbers.sql"
+    run(
+        "export",
+        "latest",
+        "--table",
+        "fidelity.strings",
+        "--into-database",
+        "e2e_export",
+        "-o",
+        str(out),
+    )
+    script = out.read_bytes()
+    assert b"CREATE TABLE `strings`" in script and b"INSERT INTO `strings`" in script
+    defaults = tmp_path / "client.cnf"
+    defaults.write_text(
+        f"[client]\nuser={prepared.user}\npassword={prepared.password}\nhost=127.0.0.1\nport={prepared.port}\nssl-ca={prepared.ca.cert_path}\nssl-verify-server-cert\n"
+    )
+    with out.open("rb") as handle:
+        subprocess.run(["mariadb", f"--defaults-extra-file={defaults}"], stdin=handle, check=True)
+    with prepared.root() as conn, conn.cursor() as cur:
+        assert (
+            table_fingerprints(cur, "e2e_export")["strings"][0]
+            == table_fingerprints(cur, "fidelity")["strings"][0]
+        )
+        cur.execute("DROP DATABASE e2e_export")
+
+
+def test_decrypt_one_object_offline(setup, tmp_path) -> None:
+    _, run = setup
+    backup_id = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    manifest_file = tmp_path / "backups" / "db1" / "nightly" / backup_id / "manifest"
+    plain = run(
+        "decrypt", str(manifest_file), "--key-file", str(tmp_path / "etc" / "kek.key")
+    ).stdout
+    assert json.loads(plain)["backup_id"] == backup_id
+    other = tmp_path / "other.key"
+    run("keys", "generate", str(other))
+    result = run("decrypt", str(manifest_file), "--key-file", str(other), check=1)
+    assert "no configured key can unwrap" in result.stderr
+
+
+def test_keys_generate_and_local_rotation_with_rewrap(setup, tmp_path) -> None:
+    config, run = setup
+    old_id = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    etc = config.parent
+    result = run("keys", "generate", str(etc / "kek.key"), check=2)
+    assert "refusing to overwrite" in result.stderr
+    run("keys", "generate", str(etc / "kek2.key"))
+    main = config.read_text().replace(
+        "key_file: kek.key}", "key_file: kek2.key, old_key_files: [kek.key]}"
+    )
+    config.write_text(main)
+    new_id = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    keys = {
+        b: json.loads(run("--json", "show", b).stdout)["keys"][0]["key_id"]
+        for b in (old_id, new_id)
+    }
+    assert keys[old_id] != keys[new_id]
+    changed = json.loads(run("--json", "keys", "rewrap", "--all").stdout)
+    assert {c["backup_id"]: c["changed"] for c in changed} == {old_id: True, new_id: False}
+    (etc / "kek.key").unlink()
+    config.write_text(main.replace(", old_key_files: [kek.key]", ""))
+    for backup_id in (old_id, new_id):
+        assert f"{backup_id}: OK" in run("verify", backup_id).stdout
