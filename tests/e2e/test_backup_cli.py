@@ -42,10 +42,11 @@ def setup(tmp_path: Path, prepared: MariaDB, sealdump):
 
 
 def test_backup_list_show_restore_verify(setup, prepared: MariaDB) -> None:
-    config, run = setup
+    _config, run = setup
     out = json.loads(run("--json", "backup", "db1/nightly").stdout)
     backup_id = out["backup_id"]
-    assert out["tables"] >= 10 and out["rows"] > 5000
+    assert out["tables"] >= 10
+    assert out["rows"] > 5000
 
     listed = json.loads(run("--json", "list").stdout)
     assert [b["backup_id"] for b in listed] == [backup_id]
@@ -54,7 +55,8 @@ def test_backup_list_show_restore_verify(setup, prepared: MariaDB) -> None:
     shown = json.loads(run("--json", "show", backup_id).stdout)
     assert shown["keys"][0]["key_id"].startswith("local:")
     text = run("show", "latest").stdout
-    assert "consistent-snapshot, binlog binlog." in text and "fidelity.strings" in text
+    assert "consistent-snapshot, binlog binlog." in text
+    assert "fidelity.strings" in text
 
     run("restore", backup_id, "--table", "fidelity.numbers", "--into-database", "e2e_restored")
     with prepared.root() as conn, conn.cursor() as cur:
@@ -68,7 +70,8 @@ def test_backup_list_show_restore_verify(setup, prepared: MariaDB) -> None:
     assert f"{backup_id}: OK" in verified
 
     history = json.loads(run("--json", "history").stdout)
-    assert history[0]["status"] == "success" and history[0]["backup_id"] == backup_id
+    assert history[0]["status"] == "success"
+    assert history[0]["backup_id"] == backup_id
 
 
 def test_unknown_server_or_job_exits_2_listing_known(setup) -> None:
@@ -142,7 +145,8 @@ def test_export_is_sql_the_mariadb_client_restores(setup, prepared: MariaDB, tmp
         str(out),
     )
     script = out.read_bytes()
-    assert b"CREATE TABLE `strings`" in script and b"INSERT INTO `strings`" in script
+    assert b"CREATE TABLE `strings`" in script
+    assert b"INSERT INTO `strings`" in script
     defaults = tmp_path / "client.cnf"
     defaults.write_text(
         f"[client]\nuser={prepared.user}\npassword={prepared.password}\nhost=127.0.0.1\nport={prepared.port}\nssl-ca={prepared.ca.cert_path}\nssl-verify-server-cert\n"
