@@ -198,3 +198,39 @@ def test_keys_generate_and_local_rotation_with_rewrap(setup, tmp_path) -> None:
     config.write_text(main.replace(", old_key_files: [kek.key]", ""))
     for backup_id in (old_id, new_id):
         assert f"{backup_id}: OK" in run("verify", backup_id).stdout
+
+
+@pytest.mark.keyvault
+def test_key_vault_rotation_through_the_cli(
+    tmp_path, prepared: MariaDB, keyvault, sealdump
+) -> None:
+    """backup, rotate, backup, keys rewrap --all, disable the old version: both verify."""
+    first = keyvault.create_key("cli-kek").rsplit("/", 1)[1]
+    config = write_config(
+        tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], key: vault}\n"
+    )
+    text = config.read_text().replace(
+        "keys:\n",
+        f"keys:\n  vault: {{type: azure-key-vault, key_url: '{keyvault.vault_url}/keys/cli-kek', "
+        f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}\n",
+    )
+    config.write_text(text)
+    env = keyvault.identity_environment()
+
+    def run(*args: str, check: int = 0):
+        return sealdump("--config", str(config), *args, env=env, check=check)
+
+    old = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    keyvault.create_key("cli-kek")
+    new = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    ids = {b: json.loads(run("--json", "show", b).stdout)["keys"][0]["key_id"] for b in (old, new)}
+    assert ids[old].endswith(first)
+    assert not ids[new].endswith(first)
+    changed = {
+        c["backup_id"]: c["changed"]
+        for c in json.loads(run("--json", "keys", "rewrap", "--all").stdout)
+    }
+    assert changed == {old: True, new: False}
+    keyvault.set_enabled("cli-kek", first, False)
+    for backup_id in (old, new):
+        assert f"{backup_id}: OK" in run("verify", backup_id).stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import ssl
 import threading
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlparse
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from tests.support.certs import TestCA
 
@@ -50,10 +52,11 @@ def unb64url(text: str) -> bytes:
 
 @dataclass
 class KeyVersion:
-    """One version of an RSA key."""
+    """One version of a key: RSA, or a Managed HSM symmetric (oct-HSM) key."""
 
     version: str
-    private: rsa.RSAPrivateKey
+    private: rsa.RSAPrivateKey | None = None
+    secret: bytes | None = None  # oct-HSM key material, which the service never returns
     enabled: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -130,11 +133,17 @@ class KeyVaultStandIn:
         }
 
     # -- state the tests drive ---------------------------------------------------------
-    def create_key(self, name: str, size: int = 2048) -> str:
+    def create_key(self, name: str, size: int = 2048, kty: str = "RSA") -> str:
         """Create ``name`` (or a new version of it); returns the versioned key id."""
         with self._lock:
-            version = KeyVersion(secrets.token_hex(16), rsa.generate_private_key(65537, size))
-            self.keys.setdefault(name, []).append(version)
+            versions = self.keys.setdefault(name, [])
+            if kty == "oct-HSM" or (versions and versions[-1].secret is not None):
+                version = KeyVersion(secrets.token_hex(16), secret=os.urandom(32))
+            else:
+                version = KeyVersion(
+                    secrets.token_hex(16), private=rsa.generate_private_key(65537, size)
+                )
+            versions.append(version)
             return self.kid(name, version.version)
 
     def kid(self, name: str, version: str) -> str:
@@ -163,15 +172,19 @@ class KeyVaultStandIn:
 
     def bundle(self, name: str, item: KeyVersion) -> dict[str, Any]:
         """The KeyBundle JSON the service returns for one version."""
-        numbers = item.private.public_key().public_numbers()
+        key: dict[str, Any] = {
+            "kid": self.kid(name, item.version),
+            "key_ops": ["wrapKey", "unwrapKey", "encrypt", "decrypt"],
+        }
+        if item.private is not None:
+            numbers = item.private.public_key().public_numbers()
+            key["kty"] = "RSA"
+            key["n"] = b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
+            key["e"] = b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
+        else:
+            key["kty"] = "oct-HSM"  # no "k": HSM key material never leaves the service
         return {
-            "key": {
-                "kid": self.kid(name, item.version),
-                "kty": "RSA",
-                "key_ops": ["wrapKey", "unwrapKey", "encrypt", "decrypt"],
-                "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-                "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
-            },
+            "key": key,
             "attributes": {
                 "enabled": item.enabled,
                 "created": item.created,
@@ -337,18 +350,21 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
                 return self._error(
                     403, "Forbidden", f"Operation {operation} is not allowed on a disabled key."
                 )
-            algorithm = _OAEP.get(body.get("alg", ""))
-            if algorithm is None:
-                return self._error(
-                    400, "BadParameter", f"unsupported algorithm {body.get('alg')!r}"
-                )
             value = unb64url(body.get("value", ""))
+            alg = body.get("alg", "")
             try:
-                if operation == "wrapKey":
-                    out = item.private.public_key().encrypt(value, algorithm)
+                if item.secret is not None and alg == "A256KW":
+                    wrap = operation == "wrapKey"
+                    key = item.secret
+                    out = aes_key_wrap(key, value) if wrap else aes_key_unwrap(key, value)
+                elif item.private is not None and alg in _OAEP:
+                    if operation == "wrapKey":
+                        out = item.private.public_key().encrypt(value, _OAEP[alg])
+                    else:
+                        out = item.private.decrypt(value, _OAEP[alg])
                 else:
-                    out = item.private.decrypt(value, algorithm)
-            except ValueError:
+                    return self._error(400, "BadParameter", f"unsupported algorithm {alg!r}")
+            except (ValueError, InvalidUnwrap):
                 return self._error(400, "BadParameter", "Bad Request")
             self._send(200, {"kid": vault.kid(name, item.version), "value": b64url(out)})
             return 200

@@ -116,5 +116,8 @@ def test_backup_decrypts_from_the_specification(tmp_path: Path) -> None:
     plain = open_object(stored, dek, backup_id, f"o/{record['object']}")
     # Incompressible and 3.2 MB: several 1 MiB segments.
     assert len(stored) > 3 * (1 << 20)
-    assert plain == b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(100000)) + b"tail"
+    assert (
+        plain
+        == b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(100000)) + b"tail"
+    )
     assert len(plain) == record["plain_bytes"]

@@ -41,7 +41,7 @@ ALGORITHMS = {
     "A256KW": KeyWrapAlgorithm.aes_256,
 }
 # azure-core retries throttling (429) and 5xx with exponential backoff; these bound it.
-_RETRY = {"retry_total": 5, "retry_backoff_factor": 0.5, "retry_backoff_max": 30}
+_RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 30}
 _PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get"}
 
 
