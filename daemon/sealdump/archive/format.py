@@ -217,26 +217,30 @@ def encrypt(
     )
     yield header.raw
     compressor = zstandard.ZstdCompressor(level=level).compressobj() if compress else None
-    buffer = bytearray()
+    pending = bytearray()
     index = 0
+
+    def seal(data: memoryview, last: bool) -> bytes:
+        return cipher.encrypt(_nonce(header.nonce_prefix, index, last), data, header.raw)
+
     for chunk in chunks:
-        buffer += compressor.compress(chunk) if compressor else chunk
+        pending += compressor.compress(chunk) if compressor else chunk
         # Emit a segment only when more data follows it: the last one must carry the flag.
-        while len(buffer) > segment_size:
-            yield cipher.encrypt(
-                _nonce(header.nonce_prefix, index, False), bytes(buffer[:segment_size]), header.raw
-            )
-            del buffer[:segment_size]
-            index += 1
+        if len(pending) > segment_size:
+            full = (len(pending) - 1) // segment_size
+            with memoryview(pending) as view:
+                for start in range(0, full * segment_size, segment_size):
+                    yield seal(view[start : start + segment_size], False)
+                    index += 1
+            del pending[: full * segment_size]
     if compressor:
-        buffer += compressor.flush()
-    while len(buffer) > segment_size:
-        yield cipher.encrypt(
-            _nonce(header.nonce_prefix, index, False), bytes(buffer[:segment_size]), header.raw
-        )
-        del buffer[:segment_size]
-        index += 1
-    yield cipher.encrypt(_nonce(header.nonce_prefix, index, True), bytes(buffer), header.raw)
+        pending += compressor.flush()
+    full = max(0, (len(pending) - 1) // segment_size)
+    with memoryview(pending) as view:
+        for start in range(0, full * segment_size, segment_size):
+            yield seal(view[start : start + segment_size], False)
+            index += 1
+        yield seal(view[full * segment_size :], True)
 
 
 def decrypt(
