@@ -116,7 +116,8 @@ def main() -> int:
                 if statement.strip():
                     cur.execute(statement)
             cur.execute("SELECT COUNT(*) FROM bench.orders")
-            assert cur.fetchone()[0] == rows
+            if cur.fetchone()[0] != rows:
+                raise RuntimeError("the dataset did not load")
         client_cnf = work / "client.cnf"
         client_cnf.write_text(
             f"[client]\nuser={server.user}\npassword={server.password}\nhost=127.0.0.1\nport={server.port}\n"
