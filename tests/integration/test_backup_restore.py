@@ -376,3 +376,24 @@ def test_verify_ca_mode_accepts_a_host_name_mismatch(config) -> None:
     with connect(relaxed) as conn, conn.cursor() as cur:
         cur.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
         assert cur.fetchone()[1].startswith("TLSv1")
+
+
+def test_missing_privilege_is_named_and_nothing_is_stored(config, source, tmp_path) -> None:
+    with source.root() as conn, conn.cursor() as cur:
+        cur.execute("DROP USER IF EXISTS 'limited'@'%'")
+        cur.execute("CREATE USER 'limited'@'%' IDENTIFIED BY 'limited-pw' REQUIRE SSL")
+        cur.execute("GRANT SELECT ON fidelity.* TO 'limited'@'%'")  # no SHOW VIEW
+    secret = tmp_path / "limited.pw"
+    secret.write_text("limited-pw")
+    server, job = resolve_job(config, "src")
+    from sealdump.config.secrets import SecretFile
+
+    limited = type(server)(
+        **{**server.__dict__, "user": "limited", "password_file": SecretFile(str(secret), tmp_path)}
+    )
+    narrowed = type(job)(**{**job.__dict__, "databases": ("fidelity",)})
+    storage = storage_for(config.storages["local"])
+    names = set(storage.list())
+    with pytest.raises(SourceError, match=r"missing privilege on src: SHOW VIEW command denied"):
+        run_job(config, limited, narrowed)
+    assert set(storage.list()) == names

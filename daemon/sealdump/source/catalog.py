@@ -10,6 +10,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from sealdump.errors import SourceError
+
 SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
 
 
@@ -166,8 +168,9 @@ def _show_create(cursor: Any, kind: str, database: str, name: str) -> dict[str, 
     row = cursor.fetchone()
     text_at, mode_at = _SHOW_COLUMNS[kind]
     if row is None or row[text_at] is None:
-        raise PermissionError(
-            f"SHOW CREATE {kind} {database}.{name} returned no definition (missing privilege)"
+        raise SourceError(
+            f"missing privilege: SHOW CREATE {kind} {database}.{name} returned no definition "
+            "(the account needs SELECT on mysql.proc / SHOW_ROUTINE, or to own the object)"
         )
     found = {"name": name, "create": str(row[text_at])}
     if mode_at is not None:
