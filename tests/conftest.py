@@ -78,3 +78,47 @@ def mariadb_target(tmp_path_factory: pytest.TempPathFactory, test_ca: TestCA) ->
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def blob_container(
+    azurite: Azurite, test_ca: TestCA, tmp_path: Path
+) -> Iterator[dict[str, object]]:
+    """A fresh Azurite container and a SAS token file (racwdl) for it."""
+    import datetime as dt
+    import secrets
+
+    from azure.storage.blob import (
+        BlobServiceClient,
+        ContainerSasPermissions,
+        generate_container_sas,
+    )
+
+    from tests.support.azurite import ACCOUNT, ACCOUNT_KEY
+
+    name = f"t{secrets.token_hex(6)}"
+    service = BlobServiceClient.from_connection_string(
+        azurite.connection_string, connection_verify=str(test_ca.cert_path)
+    )
+    container = service.create_container(name)
+    sas = generate_container_sas(
+        ACCOUNT,
+        name,
+        account_key=ACCOUNT_KEY,
+        permission=ContainerSasPermissions(
+            read=True, add=True, create=True, write=True, delete=True, list=True
+        ),
+        expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2),
+    )
+    sas_file = tmp_path / f"{name}.sas"
+    sas_file.write_text(sas + "\n")
+    key_file = tmp_path / f"{name}.key"
+    key_file.write_text(ACCOUNT_KEY)
+    yield {
+        "name": name,
+        "sas_file": sas_file,
+        "key_file": key_file,
+        "client": container,
+        "url": azurite.account_url,
+    }
+    container.delete_container()

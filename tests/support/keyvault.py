@@ -12,6 +12,7 @@ The token endpoint is App Service's managed identity protocol (``IDENTITY_ENDPOI
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import secrets
@@ -85,6 +86,7 @@ class KeyVaultStandIn:
         self.keys: dict[str, list[KeyVersion]] = {}
         self.permissions: set[str] = set(ALL_PERMISSIONS)
         self.identity_header = secrets.token_hex(16)
+        self._signing_key = secrets.token_bytes(32)
         self.tokens: set[str] = set()
         self.calls: list[Call] = []
         self.failures: list[int] = []  # statuses to answer to the next authorized calls
@@ -153,6 +155,26 @@ class KeyVaultStandIn:
     def set_enabled(self, name: str, version: str, enabled: bool) -> None:
         """Enable or disable one version."""
         self._version(name, version).enabled = enabled
+
+    def issue_token(self, resource: str) -> str:
+        """A JWT-shaped bearer token for ``resource`` (Azurite checks its claims, not its signature)."""
+        now = int(time.time())
+        header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        claims = {
+            "aud": resource.removesuffix("/.default").rstrip("/"),
+            "iss": f"https://sts.windows.net/{TENANT}/",
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "oid": secrets.token_hex(8),
+        }
+        body = b64url(json.dumps(claims).encode())
+        signature = b64url(
+            hmac.new(self._signing_key, f"{header}.{body}".encode(), "sha256").digest()
+        )
+        token = f"{header}.{body}.{signature}"
+        self.tokens.add(token)
+        return token
 
     def fail_next(self, *statuses: int) -> None:
         """Answer the next authorized requests with these statuses (429, 500, 503...)."""
@@ -374,8 +396,7 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
             if self.headers.get("X-IDENTITY-HEADER") != vault.identity_header:
                 self._send(401, {"error": "invalid identity header"})
                 return
-            token = secrets.token_urlsafe(24)
-            vault.tokens.add(token)
+            token = vault.issue_token(params.get("resource", [RESOURCE])[0])
             self._send(
                 200,
                 {

@@ -53,6 +53,10 @@ class AzureBlobStorage:
     ca_file: Path | None = None
     tier: str | None = None
     allow_insecure_http: bool = False
+    create_container: bool = False
+    max_concurrency: int = 4
+    immutability_days: int | None = None
+    legal_hold: bool = False
     type: Literal["azure-blob"] = "azure-blob"
 
 

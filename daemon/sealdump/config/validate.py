@@ -314,6 +314,10 @@ def _build(main: Document, servers: list[Document], servers_dir: Path) -> Config
                 ca_file=_path(main, item.get("ca_file")),
                 tier=item.get("tier"),
                 allow_insecure_http=item.get("allow_insecure_http", False),
+                create_container=item.get("create_container", False),
+                max_concurrency=item.get("max_concurrency", 4),
+                immutability_days=item.get("immutability_days"),
+                legal_hold=item.get("legal_hold", False),
             )
     keys: dict[str, KeyConfig] = {}
     for name, item in data.get("keys", {}).items():

@@ -13,9 +13,9 @@ def storage_for(config: StorageConfig) -> Storage:
         from sealdump.storage.filesystem import FilesystemStore
 
         return FilesystemStore(config.path)
-    from sealdump.errors import UsageError
+    from sealdump.storage.azure_blob import AzureBlobStore
 
-    raise UsageError(f"storage {config.name!r}: type {config.type} is not available yet")
+    return AzureBlobStore(config)
 
 
 __all__ = ["Storage", "storage_for"]

@@ -1,18 +1,33 @@
-"""The contract every storage implementation meets (Azure Blob joins this list later)."""
+"""The contract every storage implementation meets: filesystem, and Azure Blob on Azurite."""
 
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sealdump.config.model import AzureBlobStorage
+from sealdump.config.secrets import SecretFile
 from sealdump.errors import StorageError
+from sealdump.storage.azure_blob import AzureBlobStore
 from sealdump.storage.base import Storage
 from sealdump.storage.filesystem import FilesystemStore
 
 
-@pytest.fixture(params=["filesystem"])
+@pytest.fixture(params=["filesystem", pytest.param("azure-blob", marks=pytest.mark.azurite)])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
-    return FilesystemStore(tmp_path / "root")
+    if request.param == "filesystem":
+        return FilesystemStore(tmp_path / "root")
+    container = request.getfixturevalue("blob_container")
+    ca = request.getfixturevalue("test_ca")
+    config = AzureBlobStorage(
+        name="blob",
+        account_url=container["url"],
+        container=container["name"],
+        prefix="pre/fix/",
+        sas_token_file=SecretFile(str(container["sas_file"]), tmp_path),
+        ca_file=ca.cert_path,
+    )
+    return AzureBlobStore(config)
 
 
 def test_write_read_size_exists(storage: Storage) -> None:
@@ -68,6 +83,12 @@ def test_missing_object_is_a_storage_error(storage: Storage) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "../escape", "a//b", "a/./b", "/abs"])
-def test_names_cannot_escape(storage: Storage, name: str) -> None:
+def test_filesystem_names_cannot_escape(tmp_path: Path, name: str) -> None:
     with pytest.raises(StorageError, match="invalid object name"):
-        storage.write(name, [b"x"])
+        FilesystemStore(tmp_path).write(name, [b"x"])
+
+
+def test_empty_object(storage: Storage) -> None:
+    assert storage.write("empty", []) == 0
+    assert b"".join(storage.read("empty")) == b""
+    assert storage.size("empty") == 0
