@@ -21,6 +21,7 @@ CHUNK_TARGET_BYTES = 16 << 20
 MIN_CHUNK_ROWS = 1_000
 MAX_CHUNK_ROWS = 1_000_000
 _FETCH = 2_000
+_MASK = (1 << 256) - 1
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,15 @@ class TableReader:
         self.cursor = cursor
         self.table = table
         self.chunk_rows = chunk_rows or rows_per_chunk(table)
-        self.digest = hashlib.sha256()
+        self.digest = hashlib.sha256()  # keyed tables: every row literal + "\n", in key order
+        self._multiset = 0  # keyless tables: sum of the rows' SHA-256, order-independent
         self.rows = 0
+
+    def content_digest(self) -> str:
+        """The table's content hash (see docs/format.md, section 6)."""
+        if self.table.key:
+            return self.digest.hexdigest()
+        return f"{self._multiset:064x}"
 
     def events(self) -> Iterator[Batch | ChunkEnd]:
         """Batches, each chunk closed by a ChunkEnd."""
@@ -140,6 +148,7 @@ class TableReader:
         pending: list[bytes] = []
         size = 0
         update = self.digest.update
+        sha256 = hashlib.sha256
         while count < limit:
             fetched = self.cursor.fetchmany(min(_FETCH, limit - count))
             if not fetched:
@@ -147,8 +156,14 @@ class TableReader:
             for row in fetched:
                 value: bytes = row[key_width]
                 pending.append(value)
-                update(value)
-                update(b"\n")
+                if key_width:
+                    update(value)
+                    update(b"\n")
+                else:
+                    # Rows without a key come back in any order: hash them as a multiset.
+                    self._multiset = (
+                        self._multiset + int.from_bytes(sha256(value).digest(), "big")
+                    ) & _MASK
                 size += len(value) + 1
                 if size >= BATCH_BYTES:
                     yield Batch(frame(pending))

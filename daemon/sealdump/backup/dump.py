@@ -240,7 +240,7 @@ def _dump_table(
         bytes=sum(c["stored_bytes"] for c in chunks),
         seconds=round(seconds, 3),
     )
-    return _table_entry(table, kind, chunks, reader.rows, reader.digest.hexdigest())
+    return _table_entry(table, kind, chunks, reader.rows, reader.content_digest())
 
 
 def _table_entry(

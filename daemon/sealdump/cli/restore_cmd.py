@@ -8,14 +8,17 @@ from pathlib import Path
 
 import click
 
+from sealdump.archive.backup import BackupReader
 from sealdump.archive.locate import locate, reader_for
 from sealdump.cli.backups_cmd import scoped
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import human_bytes, render_table
+from sealdump.config.model import Server
 from sealdump.errors import UsageError
 from sealdump.restore.export import export_sql
 from sealdump.restore.load import restore as run_restore
-from sealdump.restore.plan import plan_restore
+from sealdump.restore.plan import TablePlan, plan_restore
+from sealdump.restore.rows import RowMode, restore_rows
 from sealdump.storage.filesystem import FilesystemStore
 
 
@@ -29,12 +32,16 @@ from sealdump.storage.filesystem import FilesystemStore
 @click.option("--into-database", help="Restore into this database instead of the original.")
 @click.option("--into-table", help="Restore the one --table under this name.")
 @click.option("--target", help="Restore onto this configured server (default: the backup's).")
+@click.option("--where", help="Only the rows of the one --table matching this SQL condition.")
+@click.option(
+    "--pk", multiple=True, help="Only the row with this key (repeat in key order, or JSON)."
+)
 @click.option(
     "--mode",
-    type=click.Choice(["create", "replace"]),
-    default="create",
-    show_default=True,
-    help="create refuses to touch non-empty tables; replace overwrites them.",
+    type=click.Choice(["create", "replace", "append"]),
+    help="Tables: create (default) refuses non-empty tables, replace overwrites them. "
+    "Rows: append inserts missing rows, replace also overwrites differing ones; "
+    "by default a row restore refuses to change an existing row.",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 @click.option(
@@ -58,21 +65,35 @@ def restore(
     into_database: str | None,
     into_table: str | None,
     target: str | None,
-    mode: str,
+    where: str | None,
+    pk: tuple[str, ...],
+    mode: str | None,
     dry_run: bool,
     keep_definers: bool,
     parallel: int,
 ) -> None:
-    """Restore a whole backup, databases or tables; nothing changes unless all of it loads."""
+    """Restore a whole backup, databases, tables or rows; nothing changes unless all of it works."""
     config = state.config()
     item = locate(config, backup_id, server, job)
     reader = reader_for(config, item)
-    plan = plan_restore(reader.manifest(), databases, tables, into_database, into_table)
+    rows_only = where is not None or bool(pk)
+    if rows_only and (len(tables) != 1 or databases):
+        raise UsageError("--where and --pk restore rows of exactly one --table")
+    if mode == "append" and not rows_only:
+        raise UsageError("--mode append is for row restores (--where or --pk)")
+    plan = plan_restore(
+        reader.manifest(), databases, tables, into_database, None if rows_only else into_table
+    )
     target_name = target or item.ref.server
     destination = config.servers.get(target_name)
     if destination is None:
         known = ", ".join(sorted(config.servers)) or "none"
         raise UsageError(f"unknown target server {target_name!r} (known servers: {known})")
+    if rows_only:
+        _restore_rows(
+            state, reader, plan.tables[0], destination, where, pk, mode, into_table, dry_run
+        )
+        return
     report = run_restore(
         reader,
         plan,
@@ -96,6 +117,41 @@ def restore(
     click.echo(
         f"{verb} {len(report.tables)} tables, {report.rows} rows on {destination.name} "
         f"({report.chunks} chunks, {human_bytes(report.stored_bytes)} fetched)"
+    )
+
+
+def _restore_rows(
+    state: State,
+    reader: BackupReader,
+    table: TablePlan,
+    destination: Server,
+    where: str | None,
+    pk: tuple[str, ...],
+    mode: str | None,
+    into_table: str | None,
+    dry_run: bool,
+) -> None:
+    row_mode: RowMode = (
+        "append" if mode == "append" else "replace" if mode == "replace" else "refuse"
+    )
+    report = restore_rows(
+        reader,
+        table,
+        destination,
+        where=where,
+        pk=pk,
+        mode=row_mode,
+        into_table=into_table,
+        dry_run=dry_run,
+    )
+    if state.as_json:
+        emit_json(vars(report))
+        return
+    verb = "would" if dry_run else "did"
+    click.echo(
+        f"{report.table} -> {report.target} on {destination.name}: fetched {report.chunks_fetched} "
+        f"of {report.chunks_in_table} chunks; {report.found} matching rows in the backup; "
+        f"{verb} insert {report.inserted}, replace {report.replaced}, skip {report.skipped}"
     )
 
 
