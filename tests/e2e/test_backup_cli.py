@@ -234,3 +234,64 @@ def test_key_vault_rotation_through_the_cli(
     keyvault.set_enabled("cli-kek", first, False)
     for backup_id in (old, new):
         assert f"{backup_id}: OK" in run("verify", backup_id).stdout
+
+
+def test_row_restore_and_restore_test_through_the_cli(setup, prepared: MariaDB) -> None:
+    _, run = setup
+    backup_id = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("CHECKSUM TABLE fidelity.composite")
+        original = cur.fetchone()[1]
+        cur.execute("DELETE FROM fidelity.composite WHERE a = 42")
+        cur.execute("UPDATE fidelity.composite SET c = -1 WHERE a = 43")
+
+    dry = json.loads(
+        run(
+            "--json",
+            "restore",
+            backup_id,
+            "--table",
+            "fidelity.composite",
+            "--where",
+            "a = 42",
+            "--dry-run",
+        ).stdout
+    )
+    assert (dry["found"], dry["inserted"], dry["dry_run"]) == (10, 10, True)
+    refused = run(
+        "restore",
+        backup_id,
+        "--table",
+        "fidelity.composite",
+        "--where",
+        "a BETWEEN 42 AND 43",
+        check=2,
+    )
+    assert "use --mode replace to overwrite them, or --mode append" in refused.stderr
+    appended = run(
+        "restore", backup_id, "--table", "fidelity.composite", "--pk", "42", "--pk", "k3"
+    ).stdout
+    assert "insert 1, replace 0" in appended
+    run(
+        "restore",
+        backup_id,
+        "--table",
+        "fidelity.composite",
+        "--where",
+        "a BETWEEN 42 AND 43",
+        "--mode",
+        "replace",
+    )
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("CHECKSUM TABLE fidelity.composite")
+        assert cur.fetchone()[1] == original
+
+    bad = run("restore", backup_id, "--table", "fidelity.keyless", "--pk", "1", check=2)
+    assert "use --where instead of --pk" in bad.stderr
+    syntax = run("restore", backup_id, "--table", "fidelity.numbers", "--where", "id ==", check=2)
+    assert "the condition was refused by the server" in syntax.stderr
+
+    drill = json.loads(run("--json", "verify", backup_id, "--restore-test", "db1").stdout)
+    assert drill["restore_test"] and all(t["ok"] for t in drill["restore_test"])
+    history = json.loads(run("--json", "history", "--limit", "1").stdout)[0]
+    assert (history["kind"], history["status"]) == ("drill", "success")

@@ -116,6 +116,8 @@ class Job:
     databases: tuple[str, ...] = ()
     exclude_tables: tuple[str, ...] = ()
     retention: Retention = field(default_factory=Retention)
+    drill: str | None = None  # cron text, validated; the daemon schedules it
+    drill_target: str | None = None
 
 
 @dataclass(frozen=True)

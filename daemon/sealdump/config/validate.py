@@ -230,6 +230,16 @@ def _cross_checks(main: Document, servers: list[Document]) -> list[str]:
             )
         seen.setdefault(server_name, doc)
         problems += _server_checks(doc, storages, keys, defaults)
+    for doc in servers:
+        for job_name, job in _mapping(doc.data.get("jobs")).items():
+            target = _mapping(job).get("drill_target")
+            if isinstance(target, str) and target not in seen:
+                problems.append(
+                    doc.problem(
+                        ("jobs", job_name, "drill_target"),
+                        f"unknown server {target!r} {_known('servers', seen)}",
+                    )
+                )
     return problems
 
 
@@ -265,6 +275,7 @@ def _server_checks(
         if "schedule" in job and "every" in job:
             problems.append(doc.problem((*at, "every"), "give schedule or every, not both"))
         for key, parse in (
+            ("drill", parse_cron),
             ("schedule", parse_cron),
             ("every", parse_every),
             ("timezone", parse_timezone),
@@ -273,7 +284,7 @@ def _server_checks(
                 try:
                     parse(job[key])
                 except ScheduleError as exc:
-                    detail = f"{job[key]!r}: {exc}" if key == "schedule" else str(exc)
+                    detail = f"{job[key]!r}: {exc}" if key in ("schedule", "drill") else str(exc)
                     problems.append(doc.problem((*at, key), detail))
     return problems
 
@@ -379,6 +390,8 @@ def _build_server(doc: Document, defaults: dict[str, Any], default_retention: Re
             databases=tuple(job.get("databases", ())),
             exclude_tables=tuple(job.get("exclude_tables", ())),
             retention=_retention(job.get("retention"), default_retention),
+            drill=job.get("drill"),
+            drill_target=job.get("drill_target"),
         )
     password = data.get("password")
     return Server(

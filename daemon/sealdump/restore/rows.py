@@ -233,7 +233,9 @@ def _chunks_to_fetch(
     )
     if pk_values is not None:
         probe = cursor.mogrify(", ".join(["%s"] * len(key)), pk_values)
-        cursor.execute(f"{pairs} WHERE ({probe}) BETWEEN ({lo}) AND ({hi}) ORDER BY lo._idx")
+        cursor.execute(
+            f"{pairs} WHERE ({probe}) >= ({lo}) AND ({probe}) <= ({hi}) ORDER BY lo._idx"
+        )
     else:
         assert span is not None  # noqa: S101 - set above for every non-pk request
         low, high = span

@@ -246,3 +246,18 @@ def test_examples_directory_is_copyable(tmp_path: Path) -> None:
     """Operators start by copying config/: the copy validates where it lands."""
     shutil.copytree(REPO / "config", tmp_path / "etc", symlinks=False)
     assert load_config(tmp_path / "etc" / "sealdump.yaml", environ={}).servers
+
+
+def test_drill_schedule_and_target_are_checked(write) -> None:
+    main = write("sealdump.yaml", MAIN)
+    server = write(
+        "servers.d/db1.yaml",
+        "host: h\nuser: u\njobs:\n  j:\n    drill: '0 4 * * 8'\n    drill_target: elsewhere\n",
+    )
+    assert problems_of(main) == [
+        f"{server}:5: jobs.j.drill: '0 4 * * 8': day of week 8 out of range 0-7",
+        f"{server}:6: jobs.j.drill_target: unknown server 'elsewhere' (known servers: db1)",
+    ]
+    server.write_text("host: h\nuser: u\njobs:\n  j: {drill: '0 4 * * 0', drill_target: db1}\n")
+    job = load_config(main, environ={}).servers["db1"].jobs["j"]
+    assert (job.drill, job.drill_target) == ("0 4 * * 0", "db1")
