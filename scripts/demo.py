@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.certs import TestCA  # noqa: E402 - after the path is set
+from tests.support.configs import write_config  # noqa: E402
 from tests.support.mariadb import MariaDB  # noqa: E402
 from tests.support.sample import load_sample  # noqa: E402
 
@@ -30,43 +30,14 @@ def sealdump(config: Path, *args: str) -> None:
     subprocess.run([SEALDUMP, "--config", str(config), *args], check=True, cwd=REPO)
 
 
-def write_config(demo: Path, server: MariaDB) -> Path:
-    etc = demo / "etc"
-    (etc / "servers.d").mkdir(parents=True)
-    (etc / "secrets").mkdir(mode=0o700)
-    password = etc / "secrets" / "demo-password"
-    password.write_text(server.password + "\n")
-    password.chmod(0o600)
-    shutil.copy(server.ca.cert_path, etc / "demo-ca.pem")
-    (etc / "sealdump.yaml").write_text(
-        textwrap.dedent("""\
-        # Written by scripts/demo: local storage and a local key, nothing leaves the machine.
-        state_dir: ../state
-        storages:
-          local: {type: filesystem, path: ../backups}
-        keys:
-          demo: {type: local, key_file: kek.key}
-        defaults: {storage: local, key: demo, retention: {keep_last: 3}}
-        servers_dir: servers.d
-        """)
-    )
-    (etc / "servers.d" / "demo.yaml").write_text(
-        textwrap.dedent(f"""\
-        # The throwaway MariaDB: verified TLS (CA + hostname), password from a file.
-        host: 127.0.0.1
-        port: {server.port}
-        user: {server.user}
-        password_file: ../secrets/demo-password
-        tls: {{mode: verify-identity, ca_file: ../demo-ca.pem}}
-        jobs:
-          nightly:
-            schedule: "30 2 * * *"
-            timezone: Europe/Paris
-            databases: [shop]
-            exclude_tables: ["shop.audit_*"]
-        """)
-    )
-    return etc / "sealdump.yaml"
+DEMO_JOB = """\
+jobs:
+  nightly:
+    schedule: "30 2 * * *"
+    timezone: Europe/Paris
+    databases: [shop]
+    exclude_tables: ["shop.audit_*"]
+"""
 
 
 def main() -> int:
@@ -85,7 +56,7 @@ def main() -> int:
             cur.execute("SHOW SESSION STATUS WHERE Variable_name IN ('Ssl_version', 'Ssl_cipher')")
             dict(cur.fetchall())
 
-        config = write_config(demo, server)
+        config = write_config(demo, {"demo": server}, DEMO_JOB, generate_key=False)
         step("Validating the configuration (every problem at once, with file and line)")
         sealdump(config, "config", "validate")
         step("A local key-encryption key (mode 0600, never overwritten)")

@@ -7,21 +7,9 @@ import json
 import pytest
 
 from tests.support.configs import write_config
-from tests.support.dataset import create_dataset, table_fingerprints
-from tests.support.mariadb import MariaDB
+from tests.support.dataset import table_fingerprints
 
 pytestmark = [pytest.mark.mariadb, pytest.mark.azurite]
-
-
-@pytest.fixture(scope="module")
-def prepared(mariadb: MariaDB) -> MariaDB:
-    with mariadb.root() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'fidelity'"
-        )
-        if cur.fetchone()[0] == 0:
-            create_dataset(cur)
-    return mariadb
 
 
 def blob_config(tmp_path, prepared, blob_container, test_ca, auth: str) -> str:

@@ -9,22 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import write_config
-from tests.support.dataset import create_dataset, table_fingerprints
+from tests.support.dataset import table_fingerprints
 from tests.support.mariadb import MariaDB
 
 pytestmark = pytest.mark.mariadb
-
-
-@pytest.fixture(scope="module")
-def prepared(mariadb: MariaDB) -> MariaDB:
-    with mariadb.root() as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'fidelity'"
-        )
-        if cur.fetchone()[0] == 0:
-            create_dataset(cur)
-        cur.execute("SET GLOBAL log_bin_trust_function_creators = 1")
-    return mariadb
 
 
 @pytest.fixture

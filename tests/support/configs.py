@@ -10,11 +10,17 @@ from sealdump.keys.local import generate_key_file
 from tests.support.mariadb import MariaDB
 
 
-def write_config(directory: Path, servers: dict[str, MariaDB], extra_server_yaml: str = "") -> Path:
+def write_config(
+    directory: Path,
+    servers: dict[str, MariaDB],
+    extra_server_yaml: str = "",
+    *,
+    generate_key: bool = True,
+) -> Path:
     """A config with a filesystem storage, a local key and one file per server."""
     etc = directory / "etc"
     (etc / "servers.d").mkdir(parents=True, exist_ok=True)
-    if not (etc / "kek.key").exists():
+    if generate_key and not (etc / "kek.key").exists():
         generate_key_file(etc / "kek.key")
     (etc / "sealdump.yaml").write_text(
         textwrap.dedent("""\

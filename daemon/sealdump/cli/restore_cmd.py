@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,15 +24,30 @@ from sealdump.restore.rows import RowMode, restore_rows
 from sealdump.storage.filesystem import FilesystemStore
 
 
+def selection(function: Any) -> Any:
+    """BACKUP, --server/--job to find it, and what to take from it (restore and export)."""
+    options: list[Callable[[Any], Any]] = [
+        click.argument("backup_id", metavar="BACKUP"),
+        scoped,
+        click.option("--database", "databases", multiple=True, help="This database (repeatable)."),
+        click.option(
+            "--table", "tables", multiple=True, metavar="DB.TABLE", help="This table (repeatable)."
+        ),
+        click.option("--into-database", help="Under this database name instead of the original."),
+        click.option("--into-table", help="The one --table under this name."),
+        click.option(
+            "--keep-definers",
+            is_flag=True,
+            help="Keep DEFINER clauses (needs SUPER or SET_USER_ID).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @click.command()
-@click.argument("backup_id", metavar="BACKUP")
-@scoped
-@click.option("--database", "databases", multiple=True, help="Restore this database (repeatable).")
-@click.option(
-    "--table", "tables", multiple=True, metavar="DB.TABLE", help="Restore this table (repeatable)."
-)
-@click.option("--into-database", help="Restore into this database instead of the original.")
-@click.option("--into-table", help="Restore the one --table under this name.")
+@selection
 @click.option("--target", help="Restore onto this configured server (default: the backup's).")
 @click.option("--where", help="Only the rows of the one --table matching this SQL condition.")
 @click.option(
@@ -44,9 +61,6 @@ from sealdump.storage.filesystem import FilesystemStore
     "by default a row restore refuses to change an existing row.",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
-@click.option(
-    "--keep-definers", is_flag=True, help="Keep DEFINER clauses (needs SUPER or SET_USER_ID)."
-)
 @click.option(
     "--parallel",
     type=click.IntRange(1, 32),
@@ -156,21 +170,13 @@ def _restore_rows(
 
 
 @click.command()
-@click.argument("backup_id", metavar="BACKUP")
-@scoped
-@click.option("--database", "databases", multiple=True, help="Export this database (repeatable).")
-@click.option(
-    "--table", "tables", multiple=True, metavar="DB.TABLE", help="Export this table (repeatable)."
-)
-@click.option("--into-database", help="Write the SQL for this database name instead.")
-@click.option("--into-table", help="Write the one --table under this name.")
+@selection
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to FILE (default stdout).",
 )
-@click.option("--keep-definers", is_flag=True, help="Keep DEFINER clauses.")
 @pass_state
 def export(
     state: State,

@@ -307,34 +307,22 @@ def _create_objects(
         if report is not None:
             report.objects.append(label)
 
-    for trigger in schema.get("triggers", []):
-        if trigger["table"] in restored and restored[trigger["table"]] == trigger["table"]:
-            drop = f"DROP TRIGGER IF EXISTS {quote_ident(trigger['name'])}"
-            run(
-                prepare(trigger["create"]),
-                trigger.get("sql_mode"),
-                f"trigger {database.target}.{trigger['name']}",
-                drop,
-            )
+    restored_triggers = [
+        t for t in schema.get("triggers", []) if restored.get(t["table"]) == t["table"]
+    ]
+    for trigger in restored_triggers:
+        drop = f"DROP TRIGGER IF EXISTS {quote_ident(trigger['name'])}"
+        label = f"trigger {database.target}.{trigger['name']}"
+        run(prepare(trigger["create"]), trigger.get("sql_mode"), label, drop)
     if not database.whole:
         return
     _create_views(cursor, into, schema, prepare, mode, report)
-    for routine in schema.get("routines", []):
-        drop = f"DROP {routine['type']} IF EXISTS {quote_ident(routine['name'])}"
-        run(
-            prepare(routine["create"]),
-            routine.get("sql_mode"),
-            f"{routine['type'].lower()} {database.target}.{routine['name']}",
-            drop,
-        )
-    for event in schema.get("events", []):
-        drop = f"DROP EVENT IF EXISTS {quote_ident(event['name'])}"
-        run(
-            prepare(event["create"]),
-            event.get("sql_mode"),
-            f"event {database.target}.{event['name']}",
-            drop,
-        )
+    others = [(r["type"], r) for r in schema.get("routines", [])]
+    others += [("EVENT", e) for e in schema.get("events", [])]
+    for kind, item in others:
+        drop = f"DROP {kind} IF EXISTS {quote_ident(item['name'])}"
+        label = f"{kind.lower()} {database.target}.{item['name']}"
+        run(prepare(item["create"]), item.get("sql_mode"), label, drop)
 
 
 def _create_views(
