@@ -284,3 +284,46 @@ def test_row_restore_and_restore_test_through_the_cli(setup, prepared: MariaDB) 
     assert all(t["ok"] for t in drill["restore_test"])
     history = json.loads(run("--json", "history", "--limit", "1").stdout)[0]
     assert (history["kind"], history["status"]) == ("drill", "success")
+
+
+def test_sigterm_mid_backup_removes_the_partial_backup(
+    tmp_path, prepared: MariaDB, sealdump
+) -> None:
+    """A stopped service or pod: exit 130, nothing listed, nothing left, history 'interrupted'."""
+    import os
+    import signal
+    import sys
+    import time
+
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS slow")
+        cur.execute("CREATE TABLE IF NOT EXISTS slow.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+        cur.execute("SELECT COUNT(*) FROM slow.big")
+        if cur.fetchone()[0] == 0:
+            cur.execute(
+                "INSERT INTO slow.big SELECT seq, REPEAT(SHA2(seq, 256), 3) FROM slow.seq_1_to_600000"
+            )
+    config = write_config(tmp_path, {"db1": prepared}, "jobs:\n  slow: {databases: [slow]}\n")
+    command = [
+        str(Path(sys.executable).with_name("sealdump")),
+        "--config",
+        str(config),
+        "backup",
+        "db1/slow",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not list((tmp_path / "backups").rglob("keys.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside the table dump
+    os.kill(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr.decode()
+    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+    history = json.loads(sealdump("--json", "--config", str(config), "history", check=0).stdout)
+    assert history[0]["status"] == "interrupted"
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("DROP DATABASE slow")

@@ -7,8 +7,10 @@ can meet is a ``SealdumpError``: one clear line on stderr (or a JSON error objec
 
 from __future__ import annotations
 
+import signal
 import sys
 import traceback
+from types import FrameType
 
 import click
 
@@ -55,9 +57,16 @@ cli.add_command(keys_cmd.keys)
 cli.add_command(keys_cmd.decrypt)
 
 
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM (systemd stop, Kubernetes pod shutdown) takes the same path as Ctrl-C: a
+    # backup in progress removes what it wrote and is recorded as interrupted.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the CLI and turn the outcome into an exit status."""
     state = State()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="sealdump", standalone_mode=False, obj=state)
     except click.exceptions.Exit as done:
