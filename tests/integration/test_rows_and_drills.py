@@ -245,3 +245,26 @@ def test_restore_drill_passes_and_is_recorded(world, mariadb) -> None:
     assert not [
         s for s in leftovers(mariadb) if s.startswith(DRILL_PREFIX) or s.startswith(SCRATCH_PREFIX)
     ]
+
+
+def test_dry_run_counts_match_the_real_run(world, plan_for, mariadb) -> None:
+    config, _, sums = world
+    sql(
+        mariadb,
+        "DELETE FROM rowdb.items WHERE id IN (7, 8)",
+        "UPDATE rowdb.items SET name = 'changed' WHERE id = 9",
+    )
+    before = checksum(mariadb, "rowdb.items")
+    reader, table = plan_for("rowdb.items")
+    dry = restore_rows(
+        reader, table, config.servers["src"], where="id < 50", mode="replace", dry_run=True
+    )
+    assert checksum(mariadb, "rowdb.items") == before
+    reader, table = plan_for("rowdb.items")
+    real = restore_rows(reader, table, config.servers["src"], where="id < 50", mode="replace")
+    assert (
+        (dry.found, dry.inserted, dry.replaced, dry.skipped)
+        == (real.found, real.inserted, real.replaced, real.skipped)
+        == (49, 2, 1, 46)
+    )
+    assert checksum(mariadb, "rowdb.items") == sums["items"]

@@ -159,10 +159,7 @@ def restore_rows(
             _into_new_table(cursor, create, table, into_table, scratch, condition, report)
         else:
             _into_existing(cursor, table, scratch, condition, mode, report)
-        if dry_run:
-            connection.rollback()
-        else:
-            connection.commit()
+        connection.commit()
         return report
     except pymysql.err.MySQLError as exc:
         connection.rollback()
@@ -301,6 +298,12 @@ def _into_existing(
             "the backup: use --mode replace to overwrite them, or --mode append to insert only "
             "the missing rows"
         )
+    if report.dry_run:
+        # Counted, not executed: a rollback would not undo writes to a MyISAM table.
+        report.replaced = changed if mode == "replace" else 0
+        report.inserted = report.found - present
+        report.skipped = report.found - report.inserted - report.replaced
+        return
     if mode == "replace" and changed:
         cursor.execute(
             f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {source} AS s WHERE ({condition}) "
