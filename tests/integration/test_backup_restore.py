@@ -397,3 +397,30 @@ def test_missing_privilege_is_named_and_nothing_is_stored(config, source, tmp_pa
     with pytest.raises(SourceError, match=r"missing privilege on src: SHOW VIEW command denied"):
         run_job(config, limited, narrowed)
     assert set(storage.list()) == names
+
+
+def test_create_mode_refuses_existing_views_and_routines_before_any_change(
+    config, backup_id, source
+) -> None:
+    drop(source, "objects_taken")
+    with source.root() as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE objects_taken")
+        cur.execute("CREATE FUNCTION objects_taken.twice(x INT) RETURNS INT DETERMINISTIC RETURN x")
+        cur.execute("CREATE VIEW objects_taken.base_view AS SELECT 1 AS id")
+    reader = reader_for(config, locate(config, backup_id))
+    plan = plan_restore(reader.manifest(), databases=("fidelity",), into_database="objects_taken")
+    with pytest.raises(
+        UsageError,
+        match=r"refusing to overwrite existing view objects_taken.base_view, function objects_taken.twice",
+    ):
+        restore(reader, plan, config.servers["src"])
+    with source.root() as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'objects_taken' AND TABLE_TYPE = 'BASE TABLE'"
+        )
+        assert cur.fetchone() == (0,)
+    restore(reader, plan, config.servers["src"], mode="replace")
+    with source.root() as conn, conn.cursor() as cur:
+        cur.execute("SELECT objects_taken.twice(4)")
+        assert cur.fetchone() == (8,)
+    drop(source, "objects_taken")

@@ -74,6 +74,8 @@ def restore(
         if dry_run:
             return report
         schemas = [_schema(reader, d) for d in plan.databases]
+        if mode == "create":
+            _check_objects(cursor, plan, schemas)
         staging = {
             d.target: f"{STAGING_PREFIX}{secrets.token_hex(4)}_{i}"
             for i, d in enumerate(plan.databases)
@@ -149,6 +151,41 @@ def _check_targets(cursor: Any, plan: RestorePlan, mode: Mode) -> dict[str, int]
             "--into-table to restore beside them"
         )
     return existing
+
+
+def _check_objects(cursor: Any, plan: RestorePlan, schemas: list[dict[str, Any]]) -> None:
+    """In create mode, refuse before any change if a view, routine, event or trigger exists."""
+    taken: list[str] = []
+    for database, schema in zip(plan.databases, schemas, strict=True):
+        restored = {t.name for t in database.tables}
+        wanted = [
+            ("trigger", t["name"]) for t in schema.get("triggers", []) if t["table"] in restored
+        ]
+        if database.whole:
+            wanted += [("view", name) for name in schema.get("views", {})]
+            wanted += [(r["type"].lower(), r["name"]) for r in schema.get("routines", [])]
+            wanted += [("event", e["name"]) for e in schema.get("events", [])]
+        if not wanted:
+            continue
+        cursor.execute(
+            "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s "
+            "UNION ALL SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES "
+            "WHERE ROUTINE_SCHEMA = %s "
+            "UNION ALL SELECT 'event', EVENT_NAME FROM information_schema.EVENTS "
+            "WHERE EVENT_SCHEMA = %s "
+            "UNION ALL SELECT 'trigger', TRIGGER_NAME FROM information_schema.TRIGGERS "
+            "WHERE TRIGGER_SCHEMA = %s",
+            (database.target,) * 4,
+        )
+        present = {(str(kind), str(name)) for kind, name in cursor.fetchall()}
+        taken += [
+            f"{kind} {database.target}.{name}" for kind, name in wanted if (kind, name) in present
+        ]
+    if taken:
+        raise UsageError(
+            f"refusing to overwrite existing {', '.join(taken)}: use --mode replace, or "
+            "--into-database to restore beside them"
+        )
 
 
 def _report(
