@@ -51,6 +51,7 @@ class MariaDB:
     user: str = "sealdump"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     process: subprocess.Popen[bytes] | None = None
+    tls: bool = True  # False: a server offering no TLS at all, to test refusals
 
     @property
     def socket(self) -> Path:
@@ -88,10 +89,7 @@ class MariaDB:
                 "--bind-address=127.0.0.1,127.0.0.2",
                 f"--pid-file={self.workdir / 'mariadbd.pid'}",
                 f"--log-error={self.workdir / 'error.log'}",
-                f"--ssl-ca={self.ca.cert_path}",
-                f"--ssl-cert={self.cert.cert}",
-                f"--ssl-key={self.cert.key}",
-                "--require-secure-transport=ON",
+                *self._tls_options(),
                 "--log-bin=binlog",
                 "--server-id=1",
                 "--binlog-format=ROW",
@@ -112,11 +110,22 @@ class MariaDB:
             cur.execute("SELECT host FROM mysql.user WHERE user = 'root' AND host <> 'localhost'")
             for (host,) in cur.fetchall():
                 cur.execute("DROP USER 'root'@%s", (host,))
+            require = " REQUIRE SSL" if self.tls else ""
             cur.execute(
-                "CREATE USER %s@'%%' IDENTIFIED BY %s REQUIRE SSL", (self.user, self.password)
+                f"CREATE USER %s@'%%' IDENTIFIED BY %s{require}", (self.user, self.password)
             )
             cur.execute(f"GRANT {AZURE_LIKE_GRANTS} ON *.* TO %s@'%%'", (self.user,))
         return self
+
+    def _tls_options(self) -> list[str]:
+        if not self.tls or self.cert is None:
+            return []
+        return [
+            f"--ssl-ca={self.ca.cert_path}",
+            f"--ssl-cert={self.cert.cert}",
+            f"--ssl-key={self.cert.key}",
+            "--require-secure-transport=ON",
+        ]
 
     def _socket_ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
