@@ -88,6 +88,7 @@ class KeyVaultStandIn:
         self.identity_header = secrets.token_hex(16)
         self._signing_key = secrets.token_bytes(32)
         self.tokens: set[str] = set()
+        self.service_principals: dict[str, str] = {}  # client id -> secret, for Entra ID
         self.calls: list[Call] = []
         self.failures: list[int] = []  # statuses to answer to the next authorized calls
         self._lock = threading.Lock()
@@ -253,6 +254,9 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
             if not is_vault:
                 self._token(url.query)
                 return
+            if url.path.startswith(f"/{TENANT}/"):
+                self._entra(url.path, raw)
+                return
             token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
             authorized = token in vault.tokens
             status = self._vault(method, url.path, raw) if authorized else self._challenge()
@@ -390,6 +394,43 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
                 return self._error(400, "BadParameter", "Bad Request")
             self._send(200, {"kid": vault.kid(name, item.version), "value": b64url(out)})
             return 200
+
+        def _entra(self, path: str, raw: bytes) -> None:
+            """Microsoft Entra ID's OpenID discovery and client-credentials token endpoint."""
+            base = f"{vault.vault_url}/{TENANT}"
+            if path.endswith("/.well-known/openid-configuration"):
+                self._send(
+                    200,
+                    {
+                        "issuer": f"https://sts.windows.net/{TENANT}/",
+                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                        "token_endpoint": f"{base}/oauth2/v2.0/token",
+                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    },
+                )
+                return
+            form = {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+            known = vault.service_principals.get(form.get("client_id", ""))
+            if form.get("grant_type") != "client_credentials" or known != form.get("client_secret"):
+                self._send(
+                    401,
+                    {
+                        "error": "invalid_client",
+                        "error_description": "AADSTS7000215: Invalid client secret provided.",
+                    },
+                )
+                return
+            scope = form.get("scope", RESOURCE).split()[0]
+            token = vault.issue_token(scope)
+            self._send(
+                200,
+                {
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "ext_expires_in": 3600,
+                    "access_token": token,
+                },
+            )
 
         def _token(self, query: str) -> None:
             params = parse_qs(query)

@@ -83,6 +83,7 @@ class AzureKeyVaultKey:
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret_file: SecretFile | None = None
+    authority_host: str | None = None
     ca_file: Path | None = None
     verify_challenge_resource: bool = True
     type: Literal["azure-key-vault"] = "azure-key-vault"

@@ -348,6 +348,7 @@ def _build(main: Document, servers: list[Document], servers_dir: Path) -> Config
                 tenant_id=item.get("tenant_id"),
                 client_id=item.get("client_id"),
                 client_secret_file=_secret_file(main, item.get("client_secret_file")),
+                authority_host=item.get("authority_host"),
                 ca_file=_path(main, item.get("ca_file")),
                 verify_challenge_resource=item.get("verify_challenge_resource", True),
             )

@@ -42,6 +42,11 @@ ALGORITHMS = {
 }
 # azure-core retries throttling (429) and 5xx with exponential backoff; these bound it.
 _RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 30}
+_PUBLIC_AUTHORITIES = {
+    "https://login.microsoftonline.com",
+    "https://login.microsoftonline.us",
+    "https://login.chinacloudapi.cn",
+}
 _PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get"}
 
 
@@ -65,7 +70,17 @@ def make_credential(config: AzureKeyVaultKey) -> TokenCredential:
             )
         log.info("key vault authentication", key=config.name, method="service principal")
         secret = config.client_secret_file.read()
-        return ClientSecretCredential(config.tenant_id, config.client_id, secret.reveal())
+        options: dict[str, Any] = {}
+        if config.authority_host:
+            # Sovereign clouds, or a local stand-in: Microsoft's instance discovery does not
+            # know other hosts.
+            options["authority"] = config.authority_host
+            options["disable_instance_discovery"] = config.authority_host not in _PUBLIC_AUTHORITIES
+        if config.ca_file is not None:
+            options["connection_verify"] = str(config.ca_file)
+        return ClientSecretCredential(
+            config.tenant_id, config.client_id, secret.reveal(), **options
+        )
     log.info(
         "key vault authentication", key=config.name, method="default credential (managed identity)"
     )

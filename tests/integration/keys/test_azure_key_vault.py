@@ -132,3 +132,35 @@ def test_rotation_end_to_end_backup_rotate_backup_rewrap_disable(
         reader = BackupReader(store, ref, [provider(keyvault, test_ca, "kek")])
         assert first_version not in reader.key_ids()[0]
         assert b"".join(reader.open(record)) == ref.backup_id.encode() * 1000
+
+
+def test_service_principal_with_a_client_secret_file(
+    keyvault, test_ca, tmp_path: Path, monkeypatch
+) -> None:
+    """tenant_id + client_id + client_secret_file: the real ClientSecretCredential (MSAL) runs."""
+    from sealdump.config.secrets import SecretFile
+    from tests.support.keyvault import TENANT
+
+    for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
+        monkeypatch.delenv(name, raising=False)  # no managed identity here
+    keyvault.service_principals["sp-client"] = "sp-secret-value"
+    (tmp_path / "secret").write_text("sp-secret-value\n")
+    keyvault.create_key("sp-kek")
+    config = AzureKeyVaultKey(
+        name="kv",
+        key_url=f"{keyvault.vault_url}/keys/sp-kek",
+        tenant_id=TENANT,
+        client_id="sp-client",
+        client_secret_file=SecretFile("./secret", tmp_path),
+        authority_host=keyvault.vault_url,
+        ca_file=test_ca.cert_path,
+        verify_challenge_resource=False,
+    )
+    dek = os.urandom(32)
+    wrapping = AzureKeyVaultProvider(config).wrap(dek)
+    assert AzureKeyVaultProvider(config).unwrap(wrapping) == dek
+
+    (tmp_path / "secret").write_text("wrong-secret\n")
+    with pytest.raises(KeyProviderError, match="cannot authenticate to Key Vault") as caught:
+        AzureKeyVaultProvider(config).unwrap(wrapping)
+    assert "wrong-secret" not in str(caught.value)
