@@ -70,3 +70,9 @@ class PartialFailure(SealdumpError):
     """Some of the work succeeded and some failed."""
 
     exit_code = ExitCode.PARTIAL
+
+
+class Interrupted(SealdumpError):
+    """The work was stopped on request (SIGTERM grace period over, Ctrl-C)."""
+
+    exit_code = ExitCode.INTERRUPTED

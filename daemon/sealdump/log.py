@@ -16,7 +16,14 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 # Libraries that are chatty at INFO; they speak at WARNING unless -vv.
-_NOISY = ("azure", "azure.core.pipeline.policies.http_logging_policy", "urllib3", "alembic")
+# (APScheduler's executor logs every run start and end: our own canonical line says more.)
+_NOISY = (
+    "azure",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "urllib3",
+    "alembic",
+    "apscheduler.executors",
+)
 
 
 def _drop_color_message(_logger: WrappedLogger, _name: str, event: EventDict) -> EventDict:

@@ -22,7 +22,7 @@ from sealdump.archive.backup import BackupRef, BackupWriter
 from sealdump.backup.chunks import Batch, ChunkEnd, TableReader
 from sealdump.backup.snapshot import open_snapshot
 from sealdump.config.model import Job, Server
-from sealdump.errors import SourceError
+from sealdump.errors import Interrupted, SourceError
 from sealdump.keys.base import KeyProvider
 from sealdump.log import get_logger
 from sealdump.source import catalog
@@ -89,6 +89,7 @@ def dump(
     storage: Storage,
     provider: KeyProvider,
     ref: BackupRef,
+    cancel: threading.Event | None = None,
 ) -> DumpResult:
     """Write backup ``ref`` of ``server`` as ``job`` describes; nothing stays behind on failure."""
     started = datetime.now(UTC)
@@ -103,7 +104,7 @@ def dump(
         result = DumpResult(ref)
         databases = _databases(plain, job)
         manifest_databases = [
-            _dump_database(plain, cursor, writer, db, job, result) for db in databases
+            _dump_database(plain, cursor, writer, db, job, result, cancel) for db in databases
         ]
         plain.execute("COMMIT")
         non_transactional = [
@@ -167,7 +168,13 @@ def _databases(cursor: Any, job: Job) -> list[str]:
 
 
 def _dump_database(
-    plain: Any, cursor: Any, writer: BackupWriter, database: str, job: Job, result: DumpResult
+    plain: Any,
+    cursor: Any,
+    writer: BackupWriter,
+    database: str,
+    job: Job,
+    result: DumpResult,
+    cancel: threading.Event | None,
 ) -> dict[str, Any]:
     plain.execute(f"SHOW CREATE DATABASE {catalog.quote_ident(database)}")
     schema: dict[str, Any] = {
@@ -188,7 +195,7 @@ def _dump_database(
         if kind == "SEQUENCE":
             tables.append(_table_entry(table, kind, [], 0, ""))
             continue
-        tables.append(_dump_table(cursor, writer, table, kind, result))
+        tables.append(_dump_table(cursor, writer, table, kind, result, cancel))
     schema["view_order"] = catalog.order_views(schema["views"])
     schema.update(catalog.read_objects(plain, database))
     record = writer.put([_json(schema)])
@@ -204,7 +211,12 @@ def _dump_database(
 
 
 def _dump_table(
-    cursor: Any, writer: BackupWriter, table: catalog.Table, kind: str, result: DumpResult
+    cursor: Any,
+    writer: BackupWriter,
+    table: catalog.Table,
+    kind: str,
+    result: DumpResult,
+    cancel: threading.Event | None,
 ) -> dict[str, Any]:
     started = datetime.now(UTC)
     reader = TableReader(cursor, table)
@@ -215,6 +227,8 @@ def _dump_table(
     def batches(first: Batch) -> Iterator[bytes]:
         yield first.data
         for event in events:
+            if cancel is not None and cancel.is_set():
+                raise Interrupted(f"backup {writer.ref.backup_id} stopped on request")
             if isinstance(event, ChunkEnd):
                 ended.append(event)
                 return

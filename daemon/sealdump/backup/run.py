@@ -7,15 +7,17 @@ outcome, and one canonical log line with its figures.
 from __future__ import annotations
 
 import difflib
+import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 
 import structlog
 
 from sealdump.archive.backup import BackupRef, new_backup_id
 from sealdump.backup.dump import DumpResult, dump
 from sealdump.config.model import Config, Job, Server
-from sealdump.errors import SealdumpError, UsageError
+from sealdump.errors import Interrupted, SealdumpError, UsageError
 from sealdump.history import History, RunStatus
 from sealdump.keys import provider_for
 from sealdump.log import get_logger
@@ -60,7 +62,14 @@ def _known(kind: str, names: Iterable[str], wanted: str) -> str:
     return f" (known {kind}: {listed}{hint})"
 
 
-def run_job(config: Config, server: Server, job: Job, trigger: str = "manual") -> DumpResult:
+def run_job(
+    config: Config,
+    server: Server,
+    job: Job,
+    trigger: str = "manual",
+    cancel: threading.Event | None = None,
+    scheduled_for: datetime | None = None,
+) -> DumpResult:
     """Take one backup and record it; raises the run's error after recording it."""
     storage = storage_for(config.storages[job.storage])
     provider = provider_for(config.keys[job.key])
@@ -68,11 +77,11 @@ def run_job(config: Config, server: Server, job: Job, trigger: str = "manual") -
     structlog.contextvars.bind_contextvars(server=server.name, job=job.name, backup=ref.backup_id)
     history = History(config.history_url)
     try:
-        run_id = history.start(server.name, job.name, trigger)
+        run_id = history.start(server.name, job.name, trigger, scheduled_for=scheduled_for)
         started = time.monotonic()
         try:
-            result = dump(server, job, storage, provider, ref)
-        except KeyboardInterrupt:
+            result = dump(server, job, storage, provider, ref, cancel)
+        except (KeyboardInterrupt, Interrupted):
             history.finish(run_id, RunStatus.INTERRUPTED, error="interrupted")
             raise
         except SealdumpError as exc:

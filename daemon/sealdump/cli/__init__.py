@@ -15,7 +15,15 @@ from types import FrameType
 import click
 
 from sealdump import __version__
-from sealdump.cli import backup_cmd, backups_cmd, config_cmd, history_cmd, keys_cmd, restore_cmd
+from sealdump.cli import (
+    backup_cmd,
+    backups_cmd,
+    config_cmd,
+    daemon_cmd,
+    history_cmd,
+    keys_cmd,
+    restore_cmd,
+)
 from sealdump.cli.context import State, emit_error
 from sealdump.errors import ExitCode, SealdumpError
 from sealdump.log import setup_logging
@@ -45,6 +53,7 @@ def cli(ctx: click.Context, config_path: str, as_json: bool, verbose: int, quiet
     setup_logging(state.verbosity)
 
 
+cli.add_command(daemon_cmd.run)
 cli.add_command(backup_cmd.backup)
 cli.add_command(backups_cmd.list_)
 cli.add_command(backups_cmd.show)
@@ -52,6 +61,7 @@ cli.add_command(restore_cmd.restore)
 cli.add_command(restore_cmd.export)
 cli.add_command(backups_cmd.verify)
 cli.add_command(history_cmd.history)
+cli.add_command(daemon_cmd.status)
 cli.add_command(config_cmd.config)
 cli.add_command(keys_cmd.keys)
 cli.add_command(keys_cmd.decrypt)

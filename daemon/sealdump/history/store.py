@@ -118,10 +118,19 @@ class History:
             run.rows = rows
 
     def runs(
-        self, server: str | None = None, job: str | None = None, limit: int = 20
+        self,
+        server: str | None = None,
+        job: str | None = None,
+        limit: int = 20,
+        kind: str | None = None,
+        status: RunStatus | None = None,
     ) -> Sequence[Run]:
-        """The newest runs first, optionally of one server and/or job."""
+        """The newest runs first, optionally of one server, job, kind and/or status."""
         query = select(Run).order_by(Run.started_at.desc(), Run.id.desc()).limit(limit)
+        if kind is not None:
+            query = query.where(Run.kind == kind)
+        if status is not None:
+            query = query.where(Run.status == status.value)
         if server is not None:
             query = query.where(Run.server == server)
         if job is not None:

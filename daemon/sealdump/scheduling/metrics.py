@@ -1,0 +1,80 @@
+"""Prometheus metrics and ``/healthz`` on ``metrics_listen``.
+
+Monitoring never fails a backup: recording is in-memory, and the HTTP server runs in a
+thread of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+
+
+class Metrics:
+    """The daemon's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs = Counter(
+            "sealdump_runs",
+            "Runs by outcome.",
+            ["server", "job", "kind", "status"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "sealdump_last_success_timestamp_seconds",
+            "When the last successful run of a job finished (Unix time).",
+            ["server", "job", "kind"],
+            registry=self.registry,
+        )
+        self.duration = Gauge(
+            "sealdump_last_run_duration_seconds",
+            "Duration of the last run.",
+            ["server", "job", "kind"],
+            registry=self.registry,
+        )
+        self.stored_bytes = Gauge(
+            "sealdump_last_backup_stored_bytes",
+            "Stored size of the last backup.",
+            ["server", "job"],
+            registry=self.registry,
+        )
+        self.rows = Gauge(
+            "sealdump_last_backup_rows",
+            "Rows in the last backup.",
+            ["server", "job"],
+            registry=self.registry,
+        )
+        self.running = Gauge("sealdump_running_jobs", "Jobs running now.", registry=self.registry)
+        self.jobs = Gauge("sealdump_scheduled_jobs", "Jobs scheduled.", registry=self.registry)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes every few seconds are not worth a log line."""
+
+
+def serve(listen: str, metrics: Metrics, healthy: Callable[[], bool]) -> WSGIServer:
+    """Serve ``/metrics`` and ``/healthz`` on ``HOST:PORT`` in a background thread."""
+    host, _, port = listen.rpartition(":")
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            ok = healthy()
+            start_response(
+                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+            )
+            return [b"ok\n" if ok else b"scheduler not running\n"]
+        result: Iterable[bytes] = prometheus(environ, start_response)
+        return result
+
+    server = make_server(
+        host.strip("[]") or "127.0.0.1", int(port), app, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="sealdump-metrics", daemon=True).start()
+    return server
