@@ -1,0 +1,214 @@
+"""``sealdump run`` as systemd or a container runs it: signals, notifications, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sealdump.history import History, RunStatus
+from tests.support.configs import write_config
+from tests.support.mariadb import MariaDB
+from tests.support.net import free_port
+
+pytestmark = pytest.mark.mariadb
+SEALDUMP = str(Path(sys.executable).with_name("sealdump"))
+
+
+class Notifications:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.seen: list[str] = []
+
+    def wait_for(self, message: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while message not in self.seen and time.monotonic() < deadline:
+            try:
+                self.seen.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+        assert message in self.seen, self.seen
+
+
+@pytest.fixture
+def daemon_env(tmp_path: Path, prepared: MariaDB) -> Iterator[tuple[Path, int, Notifications]]:
+    port = free_port()
+    config = write_config(
+        tmp_path, {"db1": prepared}, "jobs:\n  often: {every: 2s, databases: [fidelity]}\n"
+    )
+    config.write_text(config.read_text() + f"metrics_listen: 127.0.0.1:{port}\n")
+    notifications = Notifications(tmp_path / "notify.sock")
+    yield config, port, notifications
+    notifications.sock.close()
+
+
+def start(config: Path, notifications: Notifications, *extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notifications.path)}
+    return subprocess.Popen(
+        [SEALDUMP, "--config", str(config), "run", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def backups(config: Path) -> list[str]:
+    result = subprocess.run(
+        [SEALDUMP, "--json", "--config", str(config), "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [b["backup_id"] for b in json.loads(result.stdout)]
+
+
+def wait(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def test_daemon_runs_jobs_reloads_and_stops_cleanly(daemon_env) -> None:
+    config, port, notifications = daemon_env
+    process = start(config, notifications)
+    try:
+        notifications.wait_for("READY=1")
+        wait(lambda: len(backups(config)) >= 1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            metrics = response.read().decode()
+        assert (
+            'sealdump_runs_total{job="often",kind="backup",server="db1",status="success"}'
+            in metrics
+        )
+
+        good = config.read_text()
+        config.write_text(good + "not_a_key: 1\n")
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert process.poll() is None  # an invalid config is rejected, the daemon goes on
+        server_file = config.parent / "servers.d" / "db1.yaml"
+        config.write_text(good)
+        server_file.write_text(server_file.read_text().replace("every: 2s", "every: 3s"))
+        process.send_signal(signal.SIGHUP)
+        time.sleep(2)
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    notifications.wait_for("STOPPING=1")
+    events = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    rejected = next(e for e in events if e["event"].startswith("config reload rejected"))
+    assert rejected["problems"][0].endswith("not_a_key: unknown key")
+    reloaded = next(e for e in events if e["event"] == "config reloaded")
+    assert reloaded["changed"] == ["backup:db1/often"]
+    assert any(e["event"] == "daemon stopped" for e in events)
+    assert all("password" not in json.dumps(e) or "password_file" in json.dumps(e) for e in events)
+
+
+def test_missed_run_is_caught_up_once_at_start(tmp_path, prepared: MariaDB, daemon_env) -> None:
+    config, _, notifications = daemon_env
+    server_file = config.parent / "servers.d" / "db1.yaml"
+    server_file.write_text(server_file.read_text().replace("every: 2s", "schedule: '0 3 * * *'"))
+    history = History(f"sqlite:///{config.parent.parent / 'state' / 'history.db'}")
+    run_id = history.start("db1", "often", "schedule")
+    history.finish(run_id, RunStatus.SUCCESS)
+    from sqlalchemy import update
+
+    from sealdump.history.models import Run
+
+    with history.engine.begin() as connection:  # pretend it ran two days ago
+        connection.execute(update(Run).values(started_at=datetime.now(UTC) - timedelta(days=2)))
+    history.close()
+    process = start(config, notifications)
+    try:
+        notifications.wait_for("READY=1")
+        wait(lambda: len(backups(config)) >= 1)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    status = json.loads(
+        subprocess.run(
+            [SEALDUMP, "--json", "--config", str(config), "status"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert status[0]["last_status"] == "success"
+    assert status[0]["next_run"].endswith("03:00:00+00:00")
+    runs = json.loads(
+        subprocess.run(
+            [SEALDUMP, "--json", "--config", str(config), "history"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert [r["trigger"] for r in runs][:2] == ["catchup", "schedule"]
+
+
+def test_sigterm_cancels_a_long_backup_after_the_grace_period(
+    tmp_path, prepared: MariaDB, daemon_env
+) -> None:
+    config, _, notifications = daemon_env
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("CREATE DATABASE IF NOT EXISTS slow2")
+        cur.execute("CREATE TABLE IF NOT EXISTS slow2.big (id INT PRIMARY KEY, pad VARCHAR(200))")
+        cur.execute("SELECT COUNT(*) FROM slow2.big")
+        if cur.fetchone()[0] == 0:
+            cur.execute(
+                "INSERT INTO slow2.big SELECT seq, REPEAT(SHA2(seq, 256), 3) FROM slow2.seq_1_to_800000"
+            )
+    server_file = config.parent / "servers.d" / "db1.yaml"
+    server_file.write_text(
+        server_file.read_text().replace(
+            "every: 2s, databases: [fidelity]", "every: 1s, databases: [slow2]"
+        )
+    )
+    process = start(config, notifications, "--stop-grace", "0")
+    try:
+        notifications.wait_for("READY=1")
+        wait(lambda: any((tmp_path / "backups").rglob("keys.json")))
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "grace period over: cancelling running jobs" in output.decode()
+    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+    runs = json.loads(
+        subprocess.run(
+            [SEALDUMP, "--json", "--config", str(config), "history"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert runs[0]["status"] == "interrupted"
+    with prepared.root() as conn, conn.cursor() as cur:
+        cur.execute("DROP DATABASE slow2")

@@ -1,0 +1,46 @@
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sealdump.config import load_config
+from sealdump.scheduling.daemon import plan_jobs
+from sealdump.scheduling.notify import notify, watchdog_interval
+
+MAIN = "storages: {s: {type: filesystem, path: b}}\nkeys: {k: {type: local, key_file: k}}\ndefaults: {storage: s, key: k}\n"
+
+
+def test_every_scheduled_job_and_drill_is_planned_and_manual_ones_are_not(write) -> None:
+    main = write("sealdump.yaml", MAIN)
+    write(
+        "servers.d/db1.yaml",
+        "host: h\nuser: u\njobs:\n"
+        "  nightly: {schedule: '0 2 * * 0', timezone: Europe/Paris, drill: '0 5 * * 1'}\n"
+        "  hourly: {every: 1h}\n"
+        "  manual: {}\n",
+    )
+    planned = plan_jobs(load_config(main, environ={}))
+    assert sorted(planned) == ["backup:db1/hourly", "backup:db1/nightly", "drill:db1/nightly"]
+    saturday = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    nightly = planned["backup:db1/nightly"].trigger.get_next_fire_time(None, saturday)
+    assert nightly.astimezone(UTC) == datetime(2026, 11, 29, 1, 0, tzinfo=UTC)  # Sunday 02:00 Paris
+    assert planned["drill:db1/nightly"].kind == "drill"
+    assert planned["backup:db1/hourly"].schedule == "1h"
+
+
+def test_notify_sends_datagrams_only_under_systemd(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert notify("READY=1") is False
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        assert notify("READY=1") is True
+        assert receiver.recv(100) == b"READY=1"
+
+
+def test_watchdog_interval_is_half_the_timeout(monkeypatch) -> None:
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert watchdog_interval() == 15.0
+    monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
+    assert watchdog_interval() is None
