@@ -1,0 +1,42 @@
+# sealdump container image: `docker run ... sealdump` runs the daemon (`sealdump run`).
+#
+#   docker build -t sealdump .
+#   docker run -v /etc/sealdump:/etc/sealdump:ro -v sealdump-state:/var/lib/sealdump sealdump
+#
+# BASE_IMAGE must provide Python 3.11+ with venv and pip (the official slim image does).
+ARG BASE_IMAGE=python:3.11-slim
+
+# -- build: a virtualenv with sealdump and its dependencies -------------------------------
+FROM ${BASE_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY daemon ./daemon
+RUN python3 -m venv /opt/sealdump \
+ && /opt/sealdump/bin/pip install --upgrade pip \
+ && /opt/sealdump/bin/pip install /src
+
+# -- runtime: the virtualenv only, run by an unprivileged fixed UID -----------------------
+FROM ${BASE_IMAGE}
+ARG UID=10001
+COPY --from=build /opt/sealdump /opt/sealdump
+COPY config/sealdump.yaml config/schema.yaml /usr/share/sealdump/examples/
+COPY config/servers.d /usr/share/sealdump/examples/servers.d
+RUN (getent group sealdump || groupadd --system --gid ${UID} sealdump) \
+ && (getent passwd sealdump || useradd --system --uid ${UID} --gid sealdump --home-dir /var/lib/sealdump --shell /usr/sbin/nologin sealdump) \
+ && mkdir -p /etc/sealdump /var/lib/sealdump \
+ && chown sealdump:sealdump /var/lib/sealdump \
+ && chmod 0700 /var/lib/sealdump
+ENV PATH=/opt/sealdump/bin:$PATH \
+    SEALDUMP_CONFIG=/etc/sealdump/sealdump.yaml \
+    PYTHONUNBUFFERED=1 \
+    SEALDUMP_HEALTH_URL=http://127.0.0.1:9187/healthz
+VOLUME ["/var/lib/sealdump"]
+USER ${UID}:${UID}
+WORKDIR /var/lib/sealdump
+# Healthy while the scheduler runs: the /healthz of metrics_listen (set SEALDUMP_HEALTH_URL
+# to match it). No curl in slim images, so Python asks.
+HEALTHCHECK --interval=60s --timeout=5s --start-period=30s \
+  CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['SEALDUMP_HEALTH_URL'], timeout=4)"]
+ENTRYPOINT ["sealdump"]
+CMD ["run"]
