@@ -327,3 +327,15 @@ def test_sigterm_mid_backup_removes_the_partial_backup(
     assert history[0]["status"] == "interrupted"
     with prepared.root() as conn, conn.cursor() as cur:
         cur.execute("DROP DATABASE slow")
+
+
+def test_list_shows_an_unreadable_backup_without_hiding_the_others(setup, tmp_path) -> None:
+    _, run = setup
+    good = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    bad = json.loads(run("--json", "backup", "db1").stdout)["backup_id"]
+    manifest = tmp_path / "backups" / "db1" / "nightly" / bad / "manifest"
+    manifest.write_bytes(manifest.read_bytes()[:-3])
+    listed = {b["backup_id"]: b["status"] for b in json.loads(run("--json", "list").stdout)}
+    assert listed[good] == "complete"
+    assert listed[bad].startswith("unreadable: ")
+    assert "unreadable" in run("list").stdout

@@ -11,6 +11,7 @@ from sealdump.archive.locate import all_backups, locate, reader_for
 from sealdump.archive.verify import verify as verify_backup
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import human_bytes, render_table
+from sealdump.errors import SealdumpError
 from sealdump.restore.drill import run_drill
 
 _scope = [
@@ -53,7 +54,16 @@ def list_(state: State, server: str | None, job: str | None) -> None:
     config = state.config()
     rows = []
     for item in all_backups(config, server, job):
-        summary = _summary(reader_for(config, item).manifest())
+        try:
+            summary = _summary(reader_for(config, item).manifest())
+        except SealdumpError as exc:
+            # One backup that cannot be opened (key gone, damaged) must not hide the others.
+            summary = {
+                "backup_id": item.ref.backup_id,
+                "server": item.ref.server,
+                "job": item.ref.job,
+                "status": f"unreadable: {exc}",
+            }
         rows.append({**summary, "storage": item.storage_name})
     if state.as_json:
         emit_json(rows)
@@ -67,10 +77,10 @@ def list_(state: State, server: str | None, job: str | None) -> None:
             r["backup_id"],
             f"{r['server']}/{r['job']}",
             r["storage"],
-            str(r["tables"]),
-            str(r["rows"]),
-            human_bytes(r["stored_bytes"]),
-            f"{r['duration_seconds']:.1f}s",
+            str(r.get("tables", "-")),
+            str(r.get("rows", "-")),
+            human_bytes(r.get("stored_bytes")),
+            f"{r['duration_seconds']:.1f}s" if "duration_seconds" in r else "-",
             r["status"],
         ]
         for r in rows
