@@ -8,6 +8,10 @@ ARG BASE_IMAGE=python:3.11-slim
 
 # -- build: a virtualenv with sealdump and its dependencies -------------------------------
 FROM ${BASE_IMAGE} AS build
+# Behind a TLS-intercepting proxy or with a private index: pass its CA bundle (mounted or
+# copied into the build) and index as build arguments; pip reads them from the environment.
+ARG PIP_CERT
+ARG PIP_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
