@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,3 +126,38 @@ def blob_container(
         "url": azurite.account_url,
     }
     container.delete_container()
+
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _sealdump() -> list[str]:
+    beside_python = Path(sys.executable).with_name("sealdump")
+    found = str(beside_python) if beside_python.exists() else shutil.which("sealdump")
+    if not found:
+        pytest.fail("the sealdump console script is not installed (pip install -e .[test])")
+    return [found]
+
+
+@pytest.fixture
+def sealdump(tmp_path: Path) -> Run:
+    """Run ``sealdump ARGS`` in tmp_path with a clean environment plus ``env``."""
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, check: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("SEALDUMP_")}
+        environment.update(env or {})
+        result = subprocess.run(
+            [*_sealdump(), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=environment,
+            timeout=120,
+        )
+        if check is not None:
+            assert result.returncode == check, result.stdout + result.stderr
+        return result
+
+    return run

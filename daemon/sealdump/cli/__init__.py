@@ -22,6 +22,7 @@ from sealdump.cli import (
     daemon_cmd,
     history_cmd,
     keys_cmd,
+    prune_cmd,
     restore_cmd,
 )
 from sealdump.cli.context import State, emit_error
@@ -60,6 +61,7 @@ cli.add_command(backups_cmd.show)
 cli.add_command(restore_cmd.restore)
 cli.add_command(restore_cmd.export)
 cli.add_command(backups_cmd.verify)
+cli.add_command(prune_cmd.prune)
 cli.add_command(history_cmd.history)
 cli.add_command(daemon_cmd.status)
 cli.add_command(config_cmd.config)

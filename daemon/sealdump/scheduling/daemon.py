@@ -34,6 +34,7 @@ from sealdump.errors import ConfigError, Interrupted, SealdumpError
 from sealdump.history import History, RunStatus
 from sealdump.log import get_logger
 from sealdump.restore.drill import run_drill
+from sealdump.retention.prune import prune_job
 from sealdump.scheduling.metrics import Metrics, serve
 from sealdump.scheduling.notify import notify, watchdog_interval
 from sealdump.scheduling.schedule import cron_trigger, interval_trigger, parse_cron
@@ -254,6 +255,7 @@ class Daemon:
                     result = run_job(config, server, job, trigger=trigger, cancel=self.cancel)
                     self.metrics.stored_bytes.labels(server_name, job_name).set(result.stored_bytes)
                     self.metrics.rows.labels(server_name, job_name).set(result.rows)
+                    self._retention(config, job)
                 else:
                     self._drill(config, server_name, job)
                 status = RunStatus.SUCCESS
@@ -273,6 +275,15 @@ class Daemon:
                 self.metrics.duration.labels(*labels).set(time.monotonic() - started)
                 if status is RunStatus.SUCCESS:
                     self.metrics.last_success.labels(*labels).set(time.time())
+
+    def _retention(self, config: Config, job: Job) -> None:
+        """Prune after a successful backup; a failure here is a warning, the backup stands."""
+        try:
+            pruned = prune_job(config, job)
+        except SealdumpError as exc:
+            log.warning("retention not applied", error=str(exc))
+            return
+        log.info("retention applied", pruned=len(pruned.pruned), kept=len(pruned.kept))
 
     def _drill(self, config: Config, server_name: str, job: Job) -> None:
         newest = all_backups(config, server_name, job.name)

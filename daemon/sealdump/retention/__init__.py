@@ -1,0 +1,1 @@
+"""Retention: which backups to keep (pure), and pruning the others from storage."""
