@@ -212,3 +212,47 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
     assert runs[0]["status"] == "interrupted"
     with prepared.root() as conn, conn.cursor() as cur:
         cur.execute("DROP DATABASE slow2")
+
+
+def test_two_daemons_sharing_a_history_run_each_scheduled_run_once(daemon_env, tmp_path) -> None:
+    config, _, notifications = daemon_env
+    config.write_text(
+        "\n".join(
+            line
+            for line in config.read_text().splitlines()
+            if not line.startswith("metrics_listen")
+        )
+        + "\n"
+    )
+    other = Notifications(tmp_path / "notify2.sock")
+    first, second = start(config, notifications), start(config, other)
+    try:
+        notifications.wait_for("READY=1")
+        other.wait_for("READY=1")
+        time.sleep(9)
+        for process in (first, second):
+            process.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=60)[0].decode() for p in (first, second)]
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+        other.sock.close()
+    history = History(f"sqlite:///{config.parent.parent / 'state' / 'history.db'}")
+    try:
+        runs = history.runs(kind="backup", limit=100)
+    finally:
+        history.close()
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{config.parent.parent / 'state' / 'history.db'}")
+    with engine.connect() as connection:
+        claims = connection.execute(
+            text("SELECT job_key, fire_time, claimed_by FROM claims")
+        ).fetchall()
+    engine.dispose()
+    assert len(runs) >= 2
+    assert len(claims) == len(runs)  # every run was claimed, and each claim ran once
+    assert len({c[1] for c in claims}) == len(claims)  # one run per scheduled time
+    assert len({c[2] for c in claims}) == 2  # both daemons took part
+    assert any("run claimed by another daemon" in output for output in outputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, TypeDecorator
+from sqlalchemy import BigInteger, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -74,3 +74,20 @@ class Run(Base):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class Claim(Base):
+    """One scheduled run claimed by one daemon: the unique key makes it happen once.
+
+    Several daemons may share one history database (PostgreSQL, MySQL); each claims a run
+    before starting it, and the one whose insert succeeds runs it.
+    """
+
+    __tablename__ = "claims"
+    __table_args__ = (UniqueConstraint("job_key", "fire_time", name="uq_claims_job_fire"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_key: Mapped[str] = mapped_column(String(200))
+    fire_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    claimed_by: Mapped[str] = mapped_column(String(255))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -6,7 +6,9 @@ upgraded sealdump never needs a manual migration step.
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +18,12 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sealdump.config.show import redact_url
 from sealdump.errors import HistoryError
-from sealdump.history.models import Run, RunStatus
+from sealdump.history.models import Claim, Run, RunStatus
 
 
 def _now() -> datetime:
@@ -63,9 +65,18 @@ class History:
     def _migrate(self) -> None:
         alembic_config = AlembicConfig()
         alembic_config.set_main_option("script_location", "sealdump.history:migrations")
-        with self.engine.begin() as connection:
-            alembic_config.attributes["connection"] = connection
-            command.upgrade(alembic_config, "head")
+        for attempt in range(4):
+            try:
+                with self.engine.begin() as connection:
+                    alembic_config.attributes["connection"] = connection
+                    command.upgrade(alembic_config, "head")
+                return
+            except SQLAlchemyError:
+                # Daemons sharing one database may migrate it at the same moment: the loser
+                # of that race finds the schema current on its next attempt.
+                if attempt == 3:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def close(self) -> None:
         """Release the database connections."""
@@ -116,6 +127,28 @@ class History:
             run.backup_id = backup_id
             run.bytes = bytes_
             run.rows = rows
+
+    def claim(self, job_key: str, fire_time: datetime) -> bool:
+        """Claim one scheduled run; False if another daemon already has it."""
+        claim = Claim(
+            job_key=job_key,
+            fire_time=fire_time,
+            claimed_by=f"{socket.gethostname()}:{os.getpid()}",
+            claimed_at=_now(),
+        )
+        session = self._sessions()
+        try:
+            session.add(claim)
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            return False
+        except SQLAlchemyError as exc:
+            session.rollback()
+            raise HistoryError(f"cannot claim a run in history: {_reason(exc)}") from exc
+        finally:
+            session.close()
+        return True
 
     def runs(
         self,

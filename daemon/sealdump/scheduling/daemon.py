@@ -37,7 +37,12 @@ from sealdump.restore.drill import run_drill
 from sealdump.retention.prune import prune_job
 from sealdump.scheduling.metrics import Metrics, serve
 from sealdump.scheduling.notify import notify, watchdog_interval
-from sealdump.scheduling.schedule import cron_trigger, interval_trigger, parse_cron
+from sealdump.scheduling.schedule import (
+    cron_trigger,
+    interval_trigger,
+    latest_fire_time,
+    parse_cron,
+)
 
 log = get_logger(__name__)
 
@@ -196,7 +201,7 @@ class Daemon:
                 item.trigger,
                 id=key,
                 name=key,
-                args=[item.kind, item.server, item.job, "schedule"],
+                args=[item.kind, item.server, item.job, "schedule", None],
                 replace_existing=True,
             )
         self._planned = planned
@@ -223,17 +228,45 @@ class Daemon:
                         "date",
                         run_date=now,
                         id=f"catchup:{item.id}",
-                        args=[item.kind, item.server, item.job, "catchup"],
+                        args=[item.kind, item.server, item.job, "catchup", due],
                         replace_existing=True,
                     )
         finally:
             history.close()
 
     # -- running a job -------------------------------------------------------------------
-    def _execute(self, kind: str, server_name: str, job_name: str, trigger: str) -> None:
+    def _claim(
+        self, config: Config, kind: str, server: str, job: str, due: datetime | None
+    ) -> bool:
+        """Claim this run in the shared history, so that exactly one daemon runs it."""
+        key = f"{kind}:{server}/{job}"
+        planned = self._planned.get(key)
+        if due is None and planned is not None:
+            window = timedelta(seconds=MISFIRE_GRACE_SECONDS)
+            due = latest_fire_time(planned.trigger, datetime.now(UTC), window)
+        if due is None:
+            return True  # nothing to agree on (the job left the config meanwhile)
+        history = History(config.history_url)
+        try:
+            claimed = history.claim(key, due.astimezone(UTC).replace(microsecond=0))
+        finally:
+            history.close()
+        if not claimed:
+            log.info("run claimed by another daemon; skipped", kind=kind, due=due.isoformat())
+        return claimed
+
+    def _execute(
+        self, kind: str, server_name: str, job_name: str, trigger: str, due: datetime | None
+    ) -> None:
         """Run one job; never raises (a failing job must not disturb the scheduler)."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(server=server_name, job=job_name)
+        try:
+            if not self._claim(self.config, kind, server_name, job_name, due):
+                return
+        except SealdumpError as exc:
+            log.error("cannot claim the run; skipped", kind=kind, error=str(exc))
+            return
         with self._lock:
             server_lock = self._server_locks.setdefault(server_name, threading.Lock())
         with server_lock:  # one job per server at a time

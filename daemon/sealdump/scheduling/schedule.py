@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -174,8 +174,28 @@ def cron_trigger(cron: Cron, timezone: ZoneInfo, jitter: int | None = None) -> A
     return make(day, weekday)
 
 
+# Interval schedules count from a fixed instant, not from when a daemon started, so that
+# daemons sharing a history agree on every fire time (and claim each run once).
+INTERVAL_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def interval_trigger(every: timedelta, timezone: ZoneInfo, jitter: int | None = None) -> Any:
-    """An APScheduler trigger firing every ``every``."""
+    """An APScheduler trigger firing every ``every``, on a grid anchored at INTERVAL_ORIGIN."""
     from apscheduler.triggers.interval import IntervalTrigger
 
-    return IntervalTrigger(seconds=int(every.total_seconds()), timezone=timezone, jitter=jitter)
+    return IntervalTrigger(
+        seconds=int(every.total_seconds()),
+        timezone=timezone,
+        jitter=jitter,
+        start_date=INTERVAL_ORIGIN,
+    )
+
+
+def latest_fire_time(trigger: Any, now: datetime, window: timedelta) -> datetime | None:
+    """The trigger's most recent fire time at or before ``now`` (looking back ``window``)."""
+    latest = None
+    moment = trigger.get_next_fire_time(None, now - window)
+    while moment is not None and moment <= now:
+        latest = moment
+        moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
+    return latest

@@ -69,3 +69,12 @@ def test_unopenable_database_is_a_history_error(tmp_path: Path) -> None:
 def test_unknown_run_id(history: History) -> None:
     with pytest.raises(HistoryError, match="no run 42"):
         history.finish(42, RunStatus.SUCCESS)
+
+
+def test_a_run_is_claimed_once(history: History) -> None:
+    from datetime import datetime
+
+    due = datetime(2026, 11, 28, 2, 0, tzinfo=UTC)
+    assert history.claim("backup:db1/nightly", due) is True
+    assert history.claim("backup:db1/nightly", due) is False
+    assert history.claim("backup:db1/hourly", due) is True

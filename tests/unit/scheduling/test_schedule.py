@@ -118,3 +118,27 @@ def test_timezone_names() -> None:
     assert str(parse_timezone("Europe/Paris")) == "Europe/Paris"
     with pytest.raises(ScheduleError, match="unknown time zone"):
         parse_timezone("Not/AZone")
+
+
+def test_latest_fire_time_for_cron_and_interval() -> None:
+    from sealdump.scheduling.schedule import latest_fire_time
+
+    cron = cron_trigger(parse_cron("0 2 * * *"), UTC_ZONE)
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert latest_fire_time(cron, now, timedelta(days=1)) == datetime(
+        2026, 11, 28, 2, 0, tzinfo=UTC
+    )
+    assert latest_fire_time(cron, now, timedelta(hours=1)) is None
+    every = interval_trigger(parse_every("6h"), UTC_ZONE)
+    assert latest_fire_time(every, now, timedelta(days=1)) == datetime(
+        2026, 11, 28, 12, 0, tzinfo=UTC
+    )
+
+
+def test_interval_grid_is_the_same_for_every_daemon() -> None:
+    """Two daemons started at different moments agree on every fire time."""
+    first = interval_trigger(parse_every("5m"), UTC_ZONE)
+    second = interval_trigger(parse_every("5m"), UTC_ZONE)
+    a = first.get_next_fire_time(None, SATURDAY + timedelta(seconds=7))
+    b = second.get_next_fire_time(None, SATURDAY + timedelta(seconds=131))
+    assert a == b == SATURDAY + timedelta(minutes=5)
