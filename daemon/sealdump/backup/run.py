@@ -21,6 +21,7 @@ from sealdump.errors import Interrupted, SealdumpError, UsageError
 from sealdump.history import History, RunStatus
 from sealdump.keys import provider_for
 from sealdump.log import get_logger
+from sealdump.monitoring import webhooks
 from sealdump.storage import storage_for
 
 log = get_logger(__name__)
@@ -79,17 +80,23 @@ def run_job(
     try:
         run_id = history.start(server.name, job.name, trigger, scheduled_for=scheduled_for)
         started = time.monotonic()
+        about = {"server": server.name, "job": job.name, "backup_id": ref.backup_id}
+        webhooks.call(job.webhooks, "start", about)
         try:
             result = dump(server, job, storage, provider, ref, cancel)
         except (KeyboardInterrupt, Interrupted):
             history.finish(run_id, RunStatus.INTERRUPTED, error="interrupted")
+            webhooks.call(job.webhooks, "failure", {**about, "error": "interrupted"})
             raise
         except SealdumpError as exc:
             history.finish(run_id, RunStatus.FAILED, error=str(exc))
+            webhooks.call(job.webhooks, "failure", {**about, "error": str(exc)})
             log.error("backup failed", error=str(exc), seconds=round(time.monotonic() - started, 3))
             raise
         except Exception as exc:
-            history.finish(run_id, RunStatus.FAILED, error=f"internal error: {type(exc).__name__}")
+            error = f"internal error: {type(exc).__name__}"
+            history.finish(run_id, RunStatus.FAILED, error=error)
+            webhooks.call(job.webhooks, "failure", {**about, "error": error})
             raise
         history.finish(
             run_id,
@@ -97,6 +104,11 @@ def run_job(
             backup_id=ref.backup_id,
             bytes_=result.stored_bytes,
             rows=result.rows,
+        )
+        webhooks.call(
+            job.webhooks,
+            "success",
+            {**about, "rows": result.rows, "stored_bytes": result.stored_bytes},
         )
         log.info(
             "backup complete",

@@ -119,6 +119,7 @@ class Job:
     retention: Retention = field(default_factory=Retention)
     drill: str | None = None  # cron text, validated; the daemon schedules it
     drill_target: str | None = None
+    webhooks: dict[str, str] = field(default_factory=dict)  # start / success / failure
 
 
 @dataclass(frozen=True)

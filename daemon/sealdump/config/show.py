@@ -10,6 +10,7 @@ import dataclasses
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import make_url
@@ -28,6 +29,12 @@ def redact_url(url: str) -> str:
         return REDACTED
 
 
+def redact_webhook(url: str) -> str:
+    """Scheme and host only: ping URLs usually carry their token in the path or query."""
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.hostname}/{REDACTED}"
+
+
 def effective(config: Config) -> dict[str, Any]:
     """``config`` as JSON-ready data, safe to print."""
     data: dict[str, Any] = _plain(config)
@@ -43,6 +50,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Job):
         job = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
         del job["cron"], job["schedule_text"]
+        job["webhooks"] = {event: redact_webhook(url) for event, url in value.webhooks.items()}
         job["schedule"] = value.schedule_text if value.cron else None
         job["every"] = value.schedule_text if value.every else None
         return job

@@ -392,6 +392,7 @@ def _build_server(doc: Document, defaults: dict[str, Any], default_retention: Re
             exclude_tables=tuple(job.get("exclude_tables", ())),
             retention=_retention(job.get("retention"), default_retention),
             drill=job.get("drill"),
+            webhooks=dict(job.get("webhooks", {})),
             drill_target=job.get("drill_target"),
         )
     password = data.get("password")
