@@ -270,8 +270,8 @@ class Daemon:
         with self._lock:
             server_lock = self._server_locks.setdefault(server_name, threading.Lock())
         with server_lock:  # one job per server at a time
-            if self.cancel.is_set():
-                return
+            if self._stop.is_set() or self.cancel.is_set():
+                return  # queued behind another job when the stop came: not started at all
             config = self.config
             server = config.servers.get(server_name)
             job = server.jobs.get(job_name) if server else None
