@@ -254,3 +254,11 @@ def test_emulator_stopping_mid_upload_fails_cleanly(tmp_path, test_ca) -> None:
         assert b"".join(target.read("s/j/old/manifest")) == b"an earlier backup"
     finally:
         emulator.stop()
+
+
+def test_sas_tokens_never_reach_error_messages() -> None:
+    text = "Max retries exceeded with url: /devstoreaccount1/c/x?se=2026&sp=rw&sig=SECRETSIG (Caused by X)"
+    assert "SECRETSIG" not in azure_blob.scrub(text)
+    assert azure_blob.scrub(text).startswith(
+        "Max retries exceeded with url: /devstoreaccount1/c/x?<redacted>"
+    )

@@ -11,6 +11,7 @@ one object can pass 1 TiB within the 50,000-block limit.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -265,7 +266,8 @@ class AzureBlobStore:
                     f"certificate not signed by a CA in {ca}"
                 )
             return StorageError(
-                f"blob storage unreachable at {self.config.account_url}: {text.splitlines()[0]}"
+                f"blob storage unreachable at {self.config.account_url}: "
+                f"{scrub(text.splitlines()[0])}"
             )
         code = str(getattr(exc, "error_code", "") or "")
         status = getattr(exc, "status_code", None)
@@ -296,9 +298,17 @@ class AzureBlobStore:
         )
 
 
+_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+def scrub(text: str) -> str:
+    """Drop URL query strings from a message: a SAS token travels in them."""
+    return _QUERY.sub("?<redacted>", text)
+
+
 def _first_line(exc: Exception) -> str:
     message = getattr(exc, "message", None) or str(exc)
-    return str(message).splitlines()[0]
+    return scrub(str(message).splitlines()[0])
 
 
 def _blocks(chunks: Iterable[bytes]) -> Iterator[bytes]:
