@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,14 +68,14 @@ def start(config: Path, notifications: Notifications, *extra: str) -> subprocess
     )
 
 
+def cli_json(config: Path, *args: str) -> Any:
+    """``sealdump --json --config CONFIG ARGS`` parsed."""
+    command = [SEALDUMP, "--json", "--config", str(config), *args]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+
+
 def backups(config: Path) -> list[str]:
-    result = subprocess.run(
-        [SEALDUMP, "--json", "--config", str(config), "list"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [b["backup_id"] for b in json.loads(result.stdout)]
+    return [b["backup_id"] for b in cli_json(config, "list")]
 
 
 def wait(condition, timeout: float = 30) -> None:
@@ -149,24 +150,10 @@ def test_missed_run_is_caught_up_once_at_start(tmp_path, prepared: MariaDB, daem
     finally:
         if process.poll() is None:
             process.kill()
-    status = json.loads(
-        subprocess.run(
-            [SEALDUMP, "--json", "--config", str(config), "status"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    status = cli_json(config, "status")
     assert status[0]["last_status"] == "success"
     assert status[0]["next_run"].endswith("03:00:00+00:00")
-    runs = json.loads(
-        subprocess.run(
-            [SEALDUMP, "--json", "--config", str(config), "history"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    runs = cli_json(config, "history")
     assert [r["trigger"] for r in runs][:2] == ["catchup", "schedule"]
 
 
@@ -201,14 +188,7 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
     assert process.returncode == 0
     assert "grace period over: cancelling running jobs" in output.decode()
     assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
-    runs = json.loads(
-        subprocess.run(
-            [SEALDUMP, "--json", "--config", str(config), "history"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    runs = cli_json(config, "history")
     assert runs[0]["status"] == "interrupted"
     with prepared.root() as conn, conn.cursor() as cur:
         cur.execute("DROP DATABASE slow2")
