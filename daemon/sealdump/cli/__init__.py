@@ -54,19 +54,22 @@ def cli(ctx: click.Context, config_path: str, as_json: bool, verbose: int, quiet
     setup_logging(state.verbosity)
 
 
-cli.add_command(daemon_cmd.run)
-cli.add_command(backup_cmd.backup)
-cli.add_command(backups_cmd.list_)
-cli.add_command(backups_cmd.show)
-cli.add_command(restore_cmd.restore)
-cli.add_command(restore_cmd.export)
-cli.add_command(backups_cmd.verify)
-cli.add_command(prune_cmd.prune)
-cli.add_command(history_cmd.history)
-cli.add_command(daemon_cmd.status)
-cli.add_command(config_cmd.config)
-cli.add_command(keys_cmd.keys)
-cli.add_command(keys_cmd.decrypt)
+for command in (
+    daemon_cmd.run,
+    backup_cmd.backup,
+    backups_cmd.list_,
+    backups_cmd.show,
+    restore_cmd.restore,
+    restore_cmd.export,
+    backups_cmd.verify,
+    prune_cmd.prune,
+    history_cmd.history,
+    daemon_cmd.status,
+    config_cmd.config,
+    keys_cmd.keys,
+    keys_cmd.decrypt,
+):
+    cli.add_command(command)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
