@@ -11,6 +11,7 @@ import platform
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ import pymysql
 from sealdump import __version__
 from sealdump.archive.backup import BackupRef, BackupWriter
 from sealdump.backup.chunks import Batch, ChunkEnd, TableReader
-from sealdump.backup.snapshot import open_snapshot
+from sealdump.backup.snapshot import open_snapshot, open_snapshots
 from sealdump.config.model import Job, Server
 from sealdump.errors import Interrupted, SourceError
 from sealdump.keys.base import KeyProvider
@@ -46,6 +47,14 @@ class DumpResult:
     stored_bytes: int = 0
     objects: int = 0
     warnings: list[str] = field(default_factory=list)
+
+    def merge(self, other: DumpResult) -> None:
+        """Add the figures of one worker's share."""
+        self.rows += other.rows
+        self.tables += other.tables
+        self.plain_bytes += other.plain_bytes
+        self.stored_bytes += other.stored_bytes
+        self.objects += other.objects
 
 
 def prefetch(source: Callable[[], Iterator[T]], depth: int = 8) -> Iterator[T]:
@@ -91,29 +100,46 @@ def dump(
     ref: BackupRef,
     cancel: threading.Event | None = None,
 ) -> DumpResult:
-    """Write backup ``ref`` of ``server`` as ``job`` describes; nothing stays behind on failure."""
+    """Write backup ``ref`` of ``server`` as ``job`` describes; nothing stays behind on failure.
+
+    The schema is read on the first connection; table data is read over ``job.connections``
+    connections whose snapshots are synchronised (see ``open_snapshots``), largest tables
+    first. Without the means to synchronise, one connection does everything.
+    """
     started = datetime.now(UTC)
-    connection = connect(server, streaming=True)
+    connections = [connect(server, streaming=True) for _ in range(job.connections)]
     writer: BackupWriter | None = None
     try:
-        cursor = connection.cursor()
-        plain = connection.cursor(pymysql.cursors.Cursor)
+        plain = connections[0].cursor(pymysql.cursors.Cursor)
         flavor = detect(plain)
-        consistency = open_snapshot(plain, flavor)
+        consistency = None
+        if len(connections) > 1:
+            consistency = open_snapshots(
+                [c.cursor(pymysql.cursors.Cursor) for c in connections], flavor
+            )
+            if consistency is None:
+                log.warning(
+                    "cannot synchronise snapshots (no binlog position, no RELOAD): one connection"
+                )
+                for extra in connections[1:]:
+                    extra.close()
+                del connections[1:]
+        if consistency is None:
+            consistency = open_snapshot(plain, flavor)
+            consistency["connections"] = 1
         writer = BackupWriter(storage, ref, provider)
         result = DumpResult(ref)
-        databases = _databases(plain, job)
-        manifest_databases = [
-            _dump_database(plain, cursor, writer, db, job, result, cancel) for db in databases
-        ]
-        plain.execute("COMMIT")
-        non_transactional = [
+        plans = [_read_database(plain, db, job) for db in _databases(plain, job)]
+        entries = _dump_tables(connections, writer, plans, result, cancel)
+        manifest_databases = [_store_database(writer, plan, entries, result) for plan in plans]
+        for connection in connections:
+            connection.cursor(pymysql.cursors.Cursor).execute("COMMIT")
+        consistency["non_transactional_tables"] = [
             f"{db['name']}.{t['name']}"
             for db in manifest_databases
             for t in db["tables"]
             if not t["transactional"]
         ]
-        consistency["non_transactional_tables"] = non_transactional
         finished = datetime.now(UTC)
         manifest = {
             "server": server.name,
@@ -148,7 +174,8 @@ def dump(
             raise SourceError(_describe(server, exc)) from None
         raise
     finally:
-        connection.close()
+        for connection in connections:
+            connection.close()
 
 
 def _describe(server: Server, exc: pymysql.err.MySQLError) -> str:
@@ -167,15 +194,17 @@ def _databases(cursor: Any, job: Job) -> list[str]:
     return found
 
 
-def _dump_database(
-    plain: Any,
-    cursor: Any,
-    writer: BackupWriter,
-    database: str,
-    job: Job,
-    result: DumpResult,
-    cancel: threading.Event | None,
-) -> dict[str, Any]:
+@dataclass
+class _DatabasePlan:
+    """One database read in the snapshot: its schema document and tables to dump."""
+
+    name: str
+    schema: dict[str, Any]
+    tables: list[tuple[catalog.Table, str]]  # (table, TABLE_TYPE)
+
+
+def _read_database(plain: Any, database: str, job: Job) -> _DatabasePlan:
+    """The schema of ``database`` and the tables the job wants from it."""
     plain.execute(f"SHOW CREATE DATABASE {catalog.quote_ident(database)}")
     schema: dict[str, Any] = {
         "database": database,
@@ -183,7 +212,7 @@ def _dump_database(
         "tables": {},
         "views": {},
     }
-    tables: list[dict[str, Any]] = []
+    tables: list[tuple[catalog.Table, str]] = []
     for name, kind, engine, avg, rows in catalog.list_tables(plain, database):
         if kind == "VIEW":
             schema["views"][name] = catalog.show_create(plain, "VIEW", database, name)
@@ -191,22 +220,80 @@ def _dump_database(
         if catalog.excluded(database, name, job.exclude_tables):
             continue
         schema["tables"][name] = catalog.show_create(plain, "TABLE", database, name)
-        table = catalog.read_table(plain, database, name, engine, avg, rows)
-        if kind == "SEQUENCE":
-            tables.append(_table_entry(table, kind, [], 0, ""))
-            continue
-        tables.append(_dump_table(cursor, writer, table, kind, result, cancel))
+        tables.append((catalog.read_table(plain, database, name, engine, avg, rows), kind))
     schema["view_order"] = catalog.order_views(schema["views"])
     schema.update(catalog.read_objects(plain, database))
-    record = writer.put([_json(schema)])
+    return _DatabasePlan(database, schema, tables)
+
+
+def _dump_tables(
+    connections: list[Any],
+    writer: BackupWriter,
+    plans: list[_DatabasePlan],
+    result: DumpResult,
+    cancel: threading.Event | None,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Dump every table, one per connection at a time, the largest first."""
+    work = [(t, kind) for plan in plans for t, kind in plan.tables]
+    work.sort(key=lambda item: item[0].avg_row_length * item[0].estimated_rows, reverse=True)
+    idle: queue.Queue[Any] = queue.Queue()
+    for connection in connections:
+        idle.put(connection.cursor())
+    failed = threading.Event()
+
+    def stopping() -> bool:
+        return failed.is_set() or (cancel is not None and cancel.is_set())
+
+    def one(table: catalog.Table, kind: str) -> tuple[tuple[str, str], dict[str, Any], DumpResult]:
+        part = DumpResult(result.ref)
+        if kind == "SEQUENCE":
+            return (table.database, table.name), _table_entry(table, kind, [], 0, ""), part
+        cursor = idle.get()
+        try:
+            entry = _dump_table(cursor, writer, table, kind, part, stopping)
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            idle.put(cursor)
+        return (table.database, table.name), entry, part
+
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    with ThreadPoolExecutor(
+        max_workers=len(connections), thread_name_prefix="sealdump-dump"
+    ) as pool:
+        futures = [pool.submit(one, table, kind) for table, kind in work]
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                key, entry, part = future.result()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, the first real one
+                errors.append(exc)
+                continue
+            entries[key] = entry
+            result.merge(part)
+    if errors:
+        # The first failure, not the stop it caused in the other workers.
+        raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
+    return entries
+
+
+def _store_database(
+    writer: BackupWriter,
+    plan: _DatabasePlan,
+    entries: dict[tuple[str, str], dict[str, Any]],
+    result: DumpResult,
+) -> dict[str, Any]:
+    """Store the schema object of one database; its manifest entry."""
+    record = writer.put([_json(plan.schema)])
     result.objects += 1
     result.plain_bytes += record.plain_bytes
     result.stored_bytes += record.stored_bytes
     return {
-        "name": database,
+        "name": plan.name,
         "schema": record.as_dict(),
-        "tables": tables,
-        "views": schema["view_order"],
+        "tables": [entries[(plan.name, table.name)] for table, _kind in plan.tables],
+        "views": plan.schema["view_order"],
     }
 
 
@@ -216,7 +303,7 @@ def _dump_table(
     table: catalog.Table,
     kind: str,
     result: DumpResult,
-    cancel: threading.Event | None,
+    stopping: Callable[[], bool],
 ) -> dict[str, Any]:
     started = datetime.now(UTC)
     reader = TableReader(cursor, table)
@@ -227,7 +314,7 @@ def _dump_table(
     def batches(first: Batch) -> Iterator[bytes]:
         yield first.data
         for event in events:
-            if cancel is not None and cancel.is_set():
+            if stopping():
                 raise Interrupted(f"backup {writer.ref.backup_id} stopped on request")
             if isinstance(event, ChunkEnd):
                 ended.append(event)

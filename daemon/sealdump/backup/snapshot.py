@@ -18,6 +18,8 @@ from sealdump.source.dialect import Flavor
 
 log = get_logger(__name__)
 FTWRL_TIMEOUT_SECONDS = 10
+SYNC_ATTEMPTS = 5
+_START = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
 
 
 def open_snapshot(cursor: Any, flavor: Flavor) -> dict[str, Any]:
@@ -77,3 +79,53 @@ def _binlog_status(cursor: Any, flavor: Flavor) -> dict[str, Any] | None:
     cursor.execute(flavor.gtid_sql())
     gtid = cursor.fetchone()[0]
     return {"file": row[0], "position": int(row[1]), "gtid": gtid or ""}
+
+
+def open_snapshots(cursors: list[Any], flavor: Flavor) -> dict[str, Any] | None:
+    """One snapshot at the same point in time on every connection, or None if impossible.
+
+    MariaDB reports each snapshot's binlog position: snapshots opened back to back that
+    report the same position saw the same commits (every commit moves the position), so
+    they are retried until they agree. Otherwise (no binlog, MySQL, a busy server) a brief
+    FLUSH TABLES WITH READ LOCK holds commits while all snapshots open, as mydumper does.
+    Without RELOAD neither is possible and the caller dumps over one connection.
+    """
+    for cursor in cursors:
+        cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    count = len(cursors)
+    if flavor.snapshot_reports_binlog_position:
+        for _attempt in range(SYNC_ATTEMPTS):
+            positions = []
+            for cursor in cursors:
+                cursor.execute(_START)
+                positions.append(_snapshot_status(cursor))
+            if positions[0] is not None and all(p == positions[0] for p in positions):
+                return {
+                    "mode": "consistent-snapshot",
+                    "binlog": positions[0],
+                    "binlog_exact": True,
+                    "connections": count,
+                    "synchronised_by": "equal binlog positions",
+                }
+            for cursor in cursors:
+                cursor.execute("COMMIT")
+            if positions[0] is None:
+                break  # no binary log: nothing to compare
+    if not _try_global_read_lock(cursors[0]):
+        return None
+    try:
+        for cursor in cursors:
+            cursor.execute(_START)
+        if flavor.snapshot_reports_binlog_position:
+            position = _snapshot_status(cursors[0])
+        else:
+            position = _binlog_status(cursors[0], flavor)
+    finally:
+        cursors[0].execute("UNLOCK TABLES")
+    return {
+        "mode": "consistent-snapshot+ftwrl",
+        "binlog": position,
+        "binlog_exact": position is not None,
+        "connections": count,
+        "synchronised_by": "global read lock",
+    }

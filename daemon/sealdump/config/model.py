@@ -117,6 +117,7 @@ class Job:
     databases: tuple[str, ...] = ()
     exclude_tables: tuple[str, ...] = ()
     retention: Retention = field(default_factory=Retention)
+    connections: int = 2
     drill: str | None = None  # cron text, validated; the daemon schedules it
     drill_target: str | None = None
     webhooks: dict[str, str] = field(default_factory=dict)  # start / success / failure

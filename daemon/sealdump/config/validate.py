@@ -391,6 +391,7 @@ def _build_server(doc: Document, defaults: dict[str, Any], default_retention: Re
             databases=tuple(job.get("databases", ())),
             exclude_tables=tuple(job.get("exclude_tables", ())),
             retention=_retention(job.get("retention"), default_retention),
+            connections=job.get("connections", 2),
             drill=job.get("drill"),
             webhooks=dict(job.get("webhooks", {})),
             drill_target=job.get("drill_target"),
