@@ -122,6 +122,11 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
             else ", no binlog position"
         ),
     ]
+    if consistency.get("connections", 1) > 1:
+        lines.append(
+            f"            {consistency['connections']} connections, snapshots synchronised by "
+            f"{consistency.get('synchronised_by', '?')}"
+        )
     if binlog.get("gtid"):
         lines.append(f"gtid        {binlog['gtid']}")
     if consistency.get("non_transactional_tables"):
