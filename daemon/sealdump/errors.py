@@ -23,9 +23,18 @@ class ExitCode(IntEnum):
 
 
 class SealdumpError(Exception):
-    """Base of every operator-facing error; ``str()`` is the message to show."""
+    """Base of every operator-facing error; ``str()`` is the message to show.
+
+    ``transient`` marks failures worth retrying later (a server or service unreachable, a
+    connection lost), as opposed to ones that will fail again (a wrong password, a refused
+    certificate, missing privileges).
+    """
 
     exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, *args: object, transient: bool = False) -> None:
+        super().__init__(*args)
+        self.transient = transient
 
 
 class UsageError(SealdumpError):

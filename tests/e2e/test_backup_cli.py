@@ -342,10 +342,14 @@ def test_list_shows_an_unreadable_backup_without_hiding_the_others(setup, tmp_pa
 
 
 @pytest.mark.keyvault
-def test_unreachable_key_vault_fails_the_backup_before_anything_is_stored(tmp_path, prepared: MariaDB, keyvault, sealdump) -> None:
+def test_unreachable_key_vault_fails_the_backup_before_anything_is_stored(
+    tmp_path, prepared: MariaDB, keyvault, sealdump
+) -> None:
     from tests.support.net import free_port
 
-    config = write_config(tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], key: vault}\n")
+    config = write_config(
+        tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], key: vault}\n"
+    )
     dead = f"https://127.0.0.1:{free_port()}"
     config.write_text(
         config.read_text().replace(
@@ -354,7 +358,9 @@ def test_unreachable_key_vault_fails_the_backup_before_anything_is_stored(tmp_pa
             f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}\n",
         )
     )
-    result = sealdump("--config", str(config), "backup", "db1", env=keyvault.identity_environment(), check=1)
+    result = sealdump(
+        "--config", str(config), "backup", "db1", env=keyvault.identity_environment(), check=1
+    )
     assert f"Key Vault unreachable for {dead}/keys/kek/0123abcd" in result.stderr
     assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
     history = json.loads(sealdump("--json", "--config", str(config), "history", check=0).stdout)

@@ -27,7 +27,7 @@ from sealdump.errors import Interrupted, SourceError
 from sealdump.keys.base import KeyProvider
 from sealdump.log import get_logger
 from sealdump.source import catalog
-from sealdump.source.connect import connect
+from sealdump.source.connect import TRANSIENT_CODES, connect
 from sealdump.source.dialect import detect
 from sealdump.storage.base import Storage
 
@@ -171,7 +171,8 @@ def dump(
         if writer is not None:
             writer.abort()
         if isinstance(exc, pymysql.err.MySQLError):
-            raise SourceError(_describe(server, exc)) from None
+            transient = bool(exc.args) and exc.args[0] in TRANSIENT_CODES
+            raise SourceError(_describe(server, exc), transient=transient) from None
         raise
     finally:
         for connection in connections:

@@ -202,10 +202,13 @@ class AzureKeyVaultProvider:
                 raise IntegrityError(
                     f"Key Vault could not unwrap the data key with {key_id}: {message}"
                 ) from None
-            raise KeyProviderError(f"Key Vault {operation} on {key_id} failed: {message}") from None
+            raise KeyProviderError(
+                f"Key Vault {operation} on {key_id} failed: {message}",
+                transient=exc.status_code in (429, 500, 502, 503, 504),
+            ) from None
         except ServiceRequestError as exc:
             raise KeyProviderError(
-                f"Key Vault unreachable for {key_id}: {_first_line(exc)}"
+                f"Key Vault unreachable for {key_id}: {_first_line(exc)}", transient=True
             ) from None
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -45,8 +46,11 @@ from sealdump.scheduling.schedule import (
 )
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 MAX_CONCURRENT_JOBS = 4
+# Pauses before retrying a run that failed transiently (server, storage or vault unreachable).
+RETRY_DELAYS = (30.0, 120.0)
 MISFIRE_GRACE_SECONDS = 3600
 STOP_GRACE_SECONDS = 300
 
@@ -88,6 +92,23 @@ def job_trigger(job: Job) -> Any:
     if job.every is not None:
         return interval_trigger(job.every, job.timezone)
     return None
+
+
+def retrying(attempt: Callable[[], T], delays: Sequence[float], stop: threading.Event) -> T:
+    """Call ``attempt``; after a transient failure wait ``delays[i]`` and call it again.
+
+    Other failures, and the last transient one, are raised. A stop request ends the wait.
+    """
+    for delay in (*delays, None):
+        try:
+            return attempt()
+        except SealdumpError as exc:
+            if not exc.transient or delay is None:
+                raise
+            log.warning("transient failure; retrying", error=str(exc), in_seconds=delay)
+            if stop.wait(delay):
+                raise
+    raise AssertionError("unreachable")
 
 
 class Daemon:
@@ -285,7 +306,11 @@ class Daemon:
             status = RunStatus.FAILED
             try:
                 if kind == "backup":
-                    result = run_job(config, server, job, trigger=trigger, cancel=self.cancel)
+                    result = retrying(
+                        lambda: run_job(config, server, job, trigger=trigger, cancel=self.cancel),
+                        RETRY_DELAYS,
+                        self._stop,
+                    )
                     self.metrics.stored_bytes.labels(server_name, job_name).set(result.stored_bytes)
                     self.metrics.rows.labels(server_name, job_name).set(result.rows)
                     self._retention(config, job)

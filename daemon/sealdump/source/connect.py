@@ -30,6 +30,10 @@ SESSION_SQL = (
 )
 
 
+# Can't connect, server gone away, connection lost, too many connections.
+TRANSIENT_CODES = frozenset({2003, 2006, 2013, 1040})
+
+
 def tls_context(server: Server) -> ssl.SSLContext | None:
     """The client TLS context for ``server``'s settings, or None for allow_plaintext."""
     if server.allow_plaintext:
@@ -90,7 +94,9 @@ def connect(
     try:
         return pymysql.connect(**kwargs)
     except pymysql.err.MySQLError as exc:
-        raise SourceError(describe_connect_error(server, exc)) from None
+        code = exc.args[0] if exc.args else None
+        transient = code in TRANSIENT_CODES and "CERTIFICATE" not in str(exc)
+        raise SourceError(describe_connect_error(server, exc), transient=transient) from None
 
 
 def describe_connect_error(server: Server, exc: pymysql.err.MySQLError) -> str:

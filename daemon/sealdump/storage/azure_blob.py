@@ -267,7 +267,8 @@ class AzureBlobStore:
                 )
             return StorageError(
                 f"blob storage unreachable at {self.config.account_url}: "
-                f"{scrub(text.splitlines()[0])}"
+                f"{scrub(text.splitlines()[0])}",
+                transient=True,
             )
         code = str(getattr(exc, "error_code", "") or "")
         status = getattr(exc, "status_code", None)

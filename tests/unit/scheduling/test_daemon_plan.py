@@ -44,3 +44,53 @@ def test_watchdog_interval_is_half_the_timeout(monkeypatch) -> None:
     assert watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", "1")  # meant for another process
     assert watchdog_interval() is None
+
+
+def test_transient_failures_are_retried_and_others_are_not() -> None:
+    import threading
+
+    import pytest
+
+    from sealdump.errors import SourceError
+    from sealdump.scheduling.daemon import retrying
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise SourceError("cannot connect to db1: connection refused", transient=True)
+        return "done"
+
+    assert retrying(flaky, (0.0, 0.0), threading.Event()) == "done"
+    assert len(calls) == 3
+
+    calls.clear()
+
+    def denied() -> str:
+        calls.append(1)
+        raise SourceError("access denied for user 'u'")
+
+    with pytest.raises(SourceError, match="access denied"):
+        retrying(denied, (0.0,), threading.Event())
+    assert len(calls) == 1  # not transient: no retry
+
+    stop = threading.Event()
+    stop.set()
+    calls.clear()
+    with pytest.raises(SourceError, match="refused"):
+        retrying(flaky, (60.0,), stop)  # a stop request ends the wait at once
+    assert len(calls) == 1
+
+
+def test_a_refused_connection_is_transient() -> None:
+    import pytest
+
+    from sealdump.config.model import Server, Tls
+    from sealdump.errors import SourceError
+    from sealdump.source.connect import connect
+
+    server = Server(name="x", file=Path("x.yaml"), host="127.0.0.1", port=1, user="u", tls=Tls())
+    with pytest.raises(SourceError) as caught:
+        connect(server)
+    assert caught.value.transient is True
