@@ -357,8 +357,9 @@ def test_certificate_from_another_ca_is_refused(config, tmp_path) -> None:
 
     server = config.servers["src"]
     other = TestCA(tmp_path / "other", "other CA")
-    with pytest.raises(SourceError, match=f"not signed by a CA in {other.cert_path}"):
+    with pytest.raises(SourceError, match=f"not signed by a CA in {other.cert_path}") as caught:
         connect(type(server)(**{**server.__dict__, "tls": Tls(ca_file=other.cert_path)}))
+    assert caught.value.transient is False  # retrying would not help
 
 
 def test_verify_ca_mode_accepts_a_host_name_mismatch(config) -> None:
