@@ -35,15 +35,19 @@ class Notifications:
         self.sock.bind(str(path))
         self.sock.settimeout(0.2)
         self.seen: list[str] = []
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def wait_for(self, message: str, timeout: float = 30) -> None:
+    def wait_for(self, message: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while message not in self.seen and time.monotonic() < deadline:
             try:
                 self.seen.append(self.sock.recv(4096).decode())
             except TimeoutError:
                 continue
-        assert message in self.seen, self.seen
+        if message not in self.seen:
+            log = self.path.with_suffix(".log")
+            output = log.read_text()[-3000:] if log.exists() else ""
+            raise AssertionError(f"no {message} (got {self.seen}); daemon output:\n{output}")
 
 
 @pytest.fixture
@@ -59,13 +63,24 @@ def daemon_env(tmp_path: Path, prepared: MariaDB) -> Iterator[tuple[Path, int, N
 
 
 def start(config: Path, notifications: Notifications, *extra: str) -> subprocess.Popen[bytes]:
+    """Start ``sealdump run``; its output goes to a file, read back by ``finish``."""
     env = {**os.environ, "NOTIFY_SOCKET": str(notifications.path)}
-    return subprocess.Popen(
+    log = open(notifications.path.with_suffix(".log"), "wb")  # noqa: SIM115 - closed in finish
+    process = subprocess.Popen(
         [SEALDUMP, "--config", str(config), "run", *extra],
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
     )
+    notifications.process = process
+    log.close()
+    return process
+
+
+def finish(process: subprocess.Popen[bytes], notifications: Notifications) -> str:
+    """Wait for a stopping daemon; its whole output."""
+    process.wait(timeout=60)
+    return notifications.path.with_suffix(".log").read_text()
 
 
 def cli_json(config: Path, *args: str) -> Any:
@@ -112,13 +127,13 @@ def test_daemon_runs_jobs_reloads_and_stops_cleanly(daemon_env) -> None:
         time.sleep(2)
 
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        output = finish(process, notifications)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0
     notifications.wait_for("STOPPING=1")
-    events = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     rejected = next(e for e in events if e["event"].startswith("config reload rejected"))
     assert rejected["problems"][0].endswith("not_a_key: unknown key")
     reloaded = next(e for e in events if e["event"] == "config reloaded")
@@ -146,7 +161,7 @@ def test_missed_run_is_caught_up_once_at_start(tmp_path, prepared: MariaDB, daem
         notifications.wait_for("READY=1")
         wait(lambda: len(backups(config)) >= 1)
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        finish(process, notifications)
     finally:
         if process.poll() is None:
             process.kill()
@@ -181,12 +196,12 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
         wait(lambda: any((tmp_path / "backups").rglob("keys.json")))
         time.sleep(0.3)
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        output = finish(process, notifications)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0
-    assert "grace period over: cancelling running jobs" in output.decode()
+    assert "grace period over: cancelling running jobs" in output
     assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
     runs = cli_json(config, "history")
     assert runs[0]["status"] == "interrupted"
@@ -212,7 +227,7 @@ def test_two_daemons_sharing_a_history_run_each_scheduled_run_once(daemon_env, t
         time.sleep(9)
         for process in (first, second):
             process.send_signal(signal.SIGTERM)
-        outputs = [p.communicate(timeout=60)[0].decode() for p in (first, second)]
+        outputs = [finish(first, notifications), finish(second, other)]
     finally:
         for process in (first, second):
             if process.poll() is None:
