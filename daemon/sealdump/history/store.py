@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from sealdump.config.show import redact_url
 from sealdump.errors import HistoryError
 from sealdump.history.models import Claim, Run, RunStatus
+
+# Alembic's migration context is process-global, so two threads must never migrate at once;
+# and once a database is current, later opens in the same process need not look again.
+_MIGRATE_LOCK = threading.Lock()
+_MIGRATED: set[str] = set()
 
 
 def _now() -> datetime:
@@ -55,7 +61,10 @@ class History:
             self.engine: Engine = create_engine(parsed)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            self._migrate()
+            with _MIGRATE_LOCK:
+                if url not in _MIGRATED:
+                    self._migrate()
+                    _MIGRATED.add(url)
         except (SQLAlchemyError, OSError) as exc:
             raise HistoryError(
                 f"cannot open history database {redact_url(url)}: {_reason(exc)}"

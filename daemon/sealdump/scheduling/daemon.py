@@ -143,6 +143,15 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
         self.scheduler.start()
+        try:
+            return self._serve()
+        except BaseException:
+            # Do not leave scheduler threads running a daemon whose main loop is gone.
+            self.cancel.set()
+            self.scheduler.shutdown(wait=False)
+            raise
+
+    def _serve(self) -> int:
         self._apply(self.config)
         self._catch_up()
         server = (
