@@ -104,3 +104,13 @@ def test_prune_cli_reports_and_records(tmp_path, sealdump) -> None:
     assert "keep 2, pruned 2, incomplete leftovers 1" in text
     history = json.loads(sealdump("--json", *run, "history", check=0).stdout)
     assert (history[0]["kind"], history[0]["status"]) == ("prune", "success")
+
+
+def test_foreign_directories_are_never_pruned(config) -> None:
+    ids = seed(config, 3)
+    storage = storage_for(config.storages["s"])
+    storage.write("db1/nightly/handmade/manifest", [b"not ours"])
+    report = prune_job(config, config.servers["db1"].jobs["nightly"], now=NOW)
+    assert report.kept["handmade"] == ["not a sealdump backup id"]
+    assert "db1/nightly/handmade/manifest" in set(storage.list())
+    assert ids[0] in report.kept

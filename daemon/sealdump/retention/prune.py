@@ -45,8 +45,13 @@ def prune_job(
     storage = storage_for(config.storages[job.storage])
     report = PruneReport(job.server, job.name)
     complete = list_backups(storage, job.server, job.name)
-    candidates = [Candidate(ref.backup_id, started_at(ref.backup_id)) for ref in complete]
-    report.kept = select_kept(candidates, job.retention, job.timezone)
+    candidates: list[Candidate] = []
+    for ref in complete:
+        try:
+            candidates.append(Candidate(ref.backup_id, started_at(ref.backup_id)))
+        except ValueError:
+            report.kept[ref.backup_id] = ["not a sealdump backup id"]  # never ours to delete
+    report.kept.update(select_kept(candidates, job.retention, job.timezone))
     report.pruned = [ref.backup_id for ref in complete if ref.backup_id not in report.kept]
     moment = now or datetime.now(UTC)
     complete_ids = {ref.backup_id for ref in complete}
