@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.configs import write_config
-from tests.support.dataset import table_fingerprints
+from tests.support.dataset import create_slow_table, table_fingerprints
 from tests.support.mariadb import MariaDB
 
 pytestmark = pytest.mark.mariadb
@@ -296,13 +296,7 @@ def test_sigterm_mid_backup_removes_the_partial_backup(
     import time
 
     with prepared.root() as conn, conn.cursor() as cur:
-        cur.execute("CREATE DATABASE IF NOT EXISTS slow")
-        cur.execute("CREATE TABLE IF NOT EXISTS slow.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-        cur.execute("SELECT COUNT(*) FROM slow.big")
-        if cur.fetchone()[0] == 0:
-            cur.execute(
-                "INSERT INTO slow.big SELECT seq, REPEAT(SHA2(seq, 256), 3) FROM slow.seq_1_to_600000"
-            )
+        create_slow_table(cur, "slow", 600_000)
     config = write_config(tmp_path, {"db1": prepared}, "jobs:\n  slow: {databases: [slow]}\n")
     command = [
         str(Path(sys.executable).with_name("sealdump")),

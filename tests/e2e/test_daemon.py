@@ -19,6 +19,7 @@ import pytest
 
 from sealdump.history import History, RunStatus
 from tests.support.configs import write_config
+from tests.support.dataset import create_slow_table
 from tests.support.mariadb import MariaDB
 from tests.support.net import free_port
 
@@ -177,13 +178,7 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
 ) -> None:
     config, _, notifications = daemon_env
     with prepared.root() as conn, conn.cursor() as cur:
-        cur.execute("CREATE DATABASE IF NOT EXISTS slow2")
-        cur.execute("CREATE TABLE IF NOT EXISTS slow2.big (id INT PRIMARY KEY, pad VARCHAR(200))")
-        cur.execute("SELECT COUNT(*) FROM slow2.big")
-        if cur.fetchone()[0] == 0:
-            cur.execute(
-                "INSERT INTO slow2.big SELECT seq, REPEAT(SHA2(seq, 256), 3) FROM slow2.seq_1_to_800000"
-            )
+        create_slow_table(cur, "slow2", 800_000)
     server_file = config.parent / "servers.d" / "db1.yaml"
     server_file.write_text(
         server_file.read_text().replace(

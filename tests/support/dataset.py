@@ -156,3 +156,18 @@ def table_fingerprints(cursor: Any, database: str) -> dict[str, tuple[int, str]]
         cursor.execute(f"SHOW CREATE TABLE {quoted}")
         found[name] = (checksum, cursor.fetchone()[1])
     return found
+
+
+def create_slow_table(cursor: Any, database: str, rows: int) -> None:
+    """``database.big``: enough rows that dumping it takes a noticeable while (a test can
+    then stop a backup in the middle)."""
+    cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS `{database}`.big (id INT PRIMARY KEY, pad VARCHAR(200))"
+    )
+    cursor.execute(f"SELECT COUNT(*) FROM `{database}`.big")
+    if cursor.fetchone()[0] == 0:
+        cursor.execute(
+            f"INSERT INTO `{database}`.big SELECT seq, REPEAT(SHA2(seq, 256), 3) "
+            f"FROM `{database}`.seq_1_to_{rows}"
+        )

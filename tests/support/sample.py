@@ -60,6 +60,6 @@ def load_sample(cursor: Any) -> dict[str, int]:
             cursor.execute(statement)
     counts = {}
     for table in ("customers", "products", "orders", "audit_log"):
-        cursor.execute(f"SELECT COUNT(*) FROM shop.{table}")  # noqa: S608 - fixed names
+        cursor.execute(f"SELECT COUNT(*) FROM shop.{table}")
         counts[table] = int(cursor.fetchone()[0])
     return counts
