@@ -2,7 +2,7 @@
 
 Three passes over already-parsed documents: the JSON Schema in ``schema.yaml`` (shapes,
 types, enums), then checks the schema cannot express (schedules, secrets in clear, names
-that refer to other sections or files), then the typed model. Problems from all files are
+that refer to other sections or files), then the typed model (build.py). Problems from all files are
 gathered before anything is raised, each as ``FILE:LINE: key.path: message``.
 """
 
@@ -12,7 +12,6 @@ import difflib
 import functools
 import os
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,24 +20,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from ruamel.yaml import YAML
 
+from sealdump.config.build import build, resolve_path
 from sealdump.config.loader import Document, KeyPath, load_document
-from sealdump.config.model import (
-    AzureBlobStorage,
-    AzureKeyVaultKey,
-    Config,
-    FilesystemStorage,
-    Job,
-    KeyConfig,
-    LocalKey,
-    Retention,
-    Server,
-    Storage,
-    Tls,
-)
-from sealdump.config.secrets import Secret, SecretFile
+from sealdump.config.model import Config
 from sealdump.errors import ConfigError
 from sealdump.scheduling.schedule import (
-    Cron,
     ScheduleError,
     parse_cron,
     parse_every,
@@ -46,7 +32,6 @@ from sealdump.scheduling.schedule import (
 )
 
 DEFAULT_CONFIG = Path("/etc/sealdump/sealdump.yaml")
-DEFAULT_STATE_DIR = Path("/var/lib/sealdump")
 # Keys whose values are never echoed in an error, whatever their type.
 SECRET_KEYS = frozenset({"password"})
 _TYPE_NAMES = {
@@ -81,7 +66,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     problems: list[str] = []
     main = load_document(path, env)
     problems += schema_problems(main, "main")
-    servers_dir = _resolve(path.parent, main.data.get("servers_dir", "servers.d"))
+    servers_dir = resolve_path(path.parent, main.data.get("servers_dir", "servers.d"))
     servers: list[Document] = []
     for file in _server_files(servers_dir, main, "servers_dir" in main.data, problems):
         try:
@@ -95,7 +80,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     problems += _cross_checks(main, servers)
     if problems:
         raise ConfigError(sorted(set(problems), key=_problem_order))
-    return _build(main, servers, servers_dir)
+    return build(main, servers, servers_dir)
 
 
 def _problem_order(problem: str) -> tuple[str, int, str]:
@@ -107,11 +92,6 @@ def _problem_order(problem: str) -> tuple[str, int, str]:
 def _mapping(value: Any) -> dict[str, Any]:
     """``value`` if it is a mapping, else empty: cross checks skip what the schema rejected."""
     return value if isinstance(value, dict) else {}
-
-
-def _resolve(base: Path, value: str) -> Path:
-    """``value`` taken relative to ``base`` unless absolute, with ``..`` folded away."""
-    return Path(os.path.normpath(base / value))
 
 
 def _server_files(
@@ -287,130 +267,3 @@ def _server_checks(
                     detail = f"{job[key]!r}: {exc}" if key in ("schedule", "drill") else str(exc)
                     problems.append(doc.problem((*at, key), detail))
     return problems
-
-
-def _secret_file(doc: Document, value: str | None) -> SecretFile | None:
-    return SecretFile(value, doc.file.parent) if value is not None else None
-
-
-def _path(doc: Document, value: str | None) -> Path | None:
-    return _resolve(doc.file.parent, value) if value is not None else None
-
-
-def _retention(data: Mapping[str, int] | None, fallback: Retention) -> Retention:
-    return Retention(**data) if data is not None else fallback
-
-
-def _build(main: Document, servers: list[Document], servers_dir: Path) -> Config:
-    data = main.data
-    state_dir = _resolve(main.file.parent, data.get("state_dir", str(DEFAULT_STATE_DIR)))
-    defaults = data.get("defaults", {})
-    default_retention = _retention(defaults.get("retention"), Retention(keep_last=7))
-    storages: dict[str, Storage] = {}
-    for name, item in data.get("storages", {}).items():
-        if item["type"] == "filesystem":
-            storages[name] = FilesystemStorage(
-                name=name, path=_resolve(main.file.parent, item["path"])
-            )
-        else:
-            storages[name] = AzureBlobStorage(
-                name=name,
-                account_url=item["account_url"],
-                container=item["container"],
-                prefix=item.get("prefix", ""),
-                sas_token_file=_secret_file(main, item.get("sas_token_file")),
-                account_key_file=_secret_file(main, item.get("account_key_file")),
-                connection_string_file=_secret_file(main, item.get("connection_string_file")),
-                managed_identity_client_id=item.get("managed_identity_client_id"),
-                ca_file=_path(main, item.get("ca_file")),
-                tier=item.get("tier"),
-                allow_insecure_http=item.get("allow_insecure_http", False),
-                create_container=item.get("create_container", False),
-                max_concurrency=item.get("max_concurrency", 4),
-                immutability_days=item.get("immutability_days"),
-                legal_hold=item.get("legal_hold", False),
-            )
-    keys: dict[str, KeyConfig] = {}
-    for name, item in data.get("keys", {}).items():
-        if item["type"] == "local":
-            keys[name] = LocalKey(
-                name=name,
-                key_file=_resolve(main.file.parent, item["key_file"]),
-                old_key_files=tuple(
-                    _resolve(main.file.parent, p) for p in item.get("old_key_files", [])
-                ),
-            )
-        else:
-            keys[name] = AzureKeyVaultKey(
-                name=name,
-                key_url=item["key_url"],
-                algorithm=item.get("algorithm", "RSA-OAEP-256"),
-                tenant_id=item.get("tenant_id"),
-                client_id=item.get("client_id"),
-                client_secret_file=_secret_file(main, item.get("client_secret_file")),
-                authority_host=item.get("authority_host"),
-                ca_file=_path(main, item.get("ca_file")),
-                verify_challenge_resource=item.get("verify_challenge_resource", True),
-            )
-    built: dict[str, Server] = {}
-    for doc in servers:
-        server = _build_server(doc, defaults, default_retention)
-        built[server.name] = server
-    return Config(
-        file=main.file,
-        state_dir=state_dir,
-        history_url=data.get("history_url", f"sqlite:///{state_dir / 'history.db'}"),
-        servers_dir=servers_dir,
-        storages=storages,
-        keys=keys,
-        servers=built,
-        metrics_listen=data.get("metrics_listen"),
-        default_storage=defaults.get("storage"),
-        default_key=defaults.get("key"),
-        default_retention=default_retention,
-    )
-
-
-def _build_server(doc: Document, defaults: dict[str, Any], default_retention: Retention) -> Server:
-    data = doc.data
-    name = data.get("name", doc.file.stem)
-    tls = data.get("tls", {})
-    jobs: dict[str, Job] = {}
-    for job_name, job in data.get("jobs", {}).items():
-        cron: Cron | None = parse_cron(job["schedule"]) if "schedule" in job else None
-        every: timedelta | None = parse_every(job["every"]) if "every" in job else None
-        jobs[job_name] = Job(
-            name=job_name,
-            server=name,
-            storage=job.get("storage", defaults.get("storage")),
-            key=job.get("key", defaults.get("key")),
-            cron=cron,
-            every=every,
-            schedule_text=job.get("schedule", job.get("every")),
-            timezone=parse_timezone(job.get("timezone", "UTC")),
-            databases=tuple(job.get("databases", ())),
-            exclude_tables=tuple(job.get("exclude_tables", ())),
-            retention=_retention(job.get("retention"), default_retention),
-            connections=job.get("connections", 2),
-            drill=job.get("drill"),
-            webhooks=dict(job.get("webhooks", {})),
-            drill_target=job.get("drill_target"),
-        )
-    password = data.get("password")
-    return Server(
-        name=name,
-        file=doc.file,
-        host=data["host"],
-        user=data["user"],
-        port=data.get("port", 3306),
-        password=Secret(password) if password is not None else None,
-        password_file=_secret_file(doc, data.get("password_file")),
-        tls=Tls(
-            mode=tls.get("mode", "verify-identity"),
-            ca_file=_path(doc, tls.get("ca_file")),
-            cert_file=_path(doc, tls.get("cert_file")),
-            key_file=_path(doc, tls.get("key_file")),
-        ),
-        allow_plaintext=data.get("allow_plaintext", False),
-        jobs=jobs,
-    )
