@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import pymysql
 
@@ -25,12 +24,12 @@ from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
+from sealdump.restore.objects import Mode, check_objects, create_objects
 from sealdump.restore.plan import DatabasePlan, RestorePlan, TablePlan
 from sealdump.source.catalog import qualified, quote_ident
 from sealdump.source.connect import connect
 
 log = get_logger(__name__)
-Mode = Literal["create", "replace"]
 STAGING_PREFIX = "_sealdump_restore_"
 # Loading session: no FK or unique checks (the data was consistent when dumped).
 _LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
@@ -75,7 +74,7 @@ def restore(
             return report
         schemas = [_schema(reader, d) for d in plan.databases]
         if mode == "create":
-            _check_objects(cursor, plan, schemas)
+            check_objects(cursor, plan, schemas)
         staging = {
             d.target: f"{STAGING_PREFIX}{secrets.token_hex(4)}_{i}"
             for i, d in enumerate(plan.databases)
@@ -93,7 +92,7 @@ def restore(
             # shows up here, before anything on the target has changed.
             for database, schema in zip(plan.databases, schemas, strict=True):
                 into = staging[database.target]
-                _create_objects(cursor, database, schema, into, "create", keep_definers, None)
+                create_objects(cursor, database, schema, into, "create", keep_definers, None)
                 # A table cannot change schema while it has triggers: drop the rehearsed ones.
                 cursor.execute(
                     "SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS "
@@ -104,8 +103,8 @@ def restore(
                     cursor.execute(f"DROP TRIGGER {qualified(into, trigger)}")
             _move_into_place(cursor, plan, schemas, staging, existing)
             for database, schema in zip(plan.databases, schemas, strict=True):
-                _create_objects(
-                    cursor, database, schema, database.target, mode, keep_definers, report
+                create_objects(
+                    cursor, database, schema, database.target, mode, keep_definers, report.objects
                 )
         finally:
             for name in staging.values():
@@ -151,41 +150,6 @@ def _check_targets(cursor: Any, plan: RestorePlan, mode: Mode) -> dict[str, int]
             "--into-table to restore beside them"
         )
     return existing
-
-
-def _check_objects(cursor: Any, plan: RestorePlan, schemas: list[dict[str, Any]]) -> None:
-    """In create mode, refuse before any change if a view, routine, event or trigger exists."""
-    taken: list[str] = []
-    for database, schema in zip(plan.databases, schemas, strict=True):
-        restored = {t.name for t in database.tables}
-        wanted = [
-            ("trigger", t["name"]) for t in schema.get("triggers", []) if t["table"] in restored
-        ]
-        if database.whole:
-            wanted += [("view", name) for name in schema.get("views", {})]
-            wanted += [(r["type"].lower(), r["name"]) for r in schema.get("routines", [])]
-            wanted += [("event", e["name"]) for e in schema.get("events", [])]
-        if not wanted:
-            continue
-        cursor.execute(
-            "SELECT 'view', TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = %s "
-            "UNION ALL SELECT LOWER(ROUTINE_TYPE), ROUTINE_NAME FROM information_schema.ROUTINES "
-            "WHERE ROUTINE_SCHEMA = %s "
-            "UNION ALL SELECT 'event', EVENT_NAME FROM information_schema.EVENTS "
-            "WHERE EVENT_SCHEMA = %s "
-            "UNION ALL SELECT 'trigger', TRIGGER_NAME FROM information_schema.TRIGGERS "
-            "WHERE TRIGGER_SCHEMA = %s",
-            (database.target,) * 4,
-        )
-        present = {(str(kind), str(name)) for kind, name in cursor.fetchall()}
-        taken += [
-            f"{kind} {database.target}.{name}" for kind, name in wanted if (kind, name) in present
-        ]
-    if taken:
-        raise UsageError(
-            f"refusing to overwrite existing {', '.join(taken)}: use --mode replace, or "
-            "--into-database to restore beside them"
-        )
 
 
 def _report(
@@ -306,89 +270,6 @@ def _move_into_place(
         log.info(
             "table restored", source=table.source, target=table.target, rows=table.entry["rows"]
         )
-
-
-def _create_objects(
-    cursor: Any,
-    database: DatabasePlan,
-    schema: dict[str, Any],
-    into: str,
-    mode: Mode,
-    keep_definers: bool,
-    report: RestoreReport | None,
-) -> None:
-    """Triggers of the restored tables; for whole databases also views, routines and events.
-
-    ``into`` is the database they are created in: the target, or staging for a rehearsal
-    (``report`` None).
-    """
-    cursor.execute(f"USE {quote_ident(into)}")
-    restored = {t.name: t.target_name for t in database.tables}
-
-    def prepare(sql: str) -> str:
-        sql = sql if keep_definers else ddl.strip_definer(sql)
-        return ddl.move_database_references(sql, database.source, into)
-
-    def run(sql: str, sql_mode: str | None, label: str, drop: str | None) -> None:
-        if sql_mode is not None:
-            cursor.execute("SET SESSION sql_mode = %s", (sql_mode,))
-        try:
-            if drop and mode == "replace":
-                cursor.execute(drop)
-            cursor.execute(sql)
-        finally:
-            if sql_mode is not None:
-                cursor.execute(
-                    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'"
-                )
-        if report is not None:
-            report.objects.append(label)
-
-    restored_triggers = [
-        t for t in schema.get("triggers", []) if restored.get(t["table"]) == t["table"]
-    ]
-    for trigger in restored_triggers:
-        drop = f"DROP TRIGGER IF EXISTS {quote_ident(trigger['name'])}"
-        label = f"trigger {database.target}.{trigger['name']}"
-        run(prepare(trigger["create"]), trigger.get("sql_mode"), label, drop)
-    if not database.whole:
-        return
-    _create_views(cursor, into, schema, prepare, mode, report)
-    others = [(r["type"], r) for r in schema.get("routines", [])]
-    others += [("EVENT", e) for e in schema.get("events", [])]
-    for kind, item in others:
-        drop = f"DROP {kind} IF EXISTS {quote_ident(item['name'])}"
-        label = f"{kind.lower()} {database.target}.{item['name']}"
-        run(prepare(item["create"]), item.get("sql_mode"), label, drop)
-
-
-def _create_views(
-    cursor: Any,
-    into: str,
-    schema: dict[str, Any],
-    prepare: Callable[[str], str],
-    mode: Mode,
-    report: RestoreReport | None,
-) -> None:
-    """Views in dependency order; a view whose dependency is not yet there is retried."""
-    pending = list(schema.get("view_order", []))
-    while pending:
-        failed: list[str] = []
-        last_error: Exception | None = None
-        for name in pending:
-            sql = prepare(schema["views"][name])
-            if mode == "replace":
-                sql = sql.replace("CREATE ", "CREATE OR REPLACE ", 1)
-            try:
-                cursor.execute(sql)
-                if report is not None:
-                    report.objects.append(f"view {into}.{name}")
-            except pymysql.err.MySQLError as exc:
-                failed.append(name)
-                last_error = exc
-        if len(failed) == len(pending):
-            raise SourceError(f"cannot create views {', '.join(failed)}: {last_error}")
-        pending = failed
 
 
 def _drop_quietly(cursor: Any, schema: str) -> None:
