@@ -13,15 +13,16 @@ pytestmark = [pytest.mark.mariadb, pytest.mark.azurite]
 
 
 def blob_config(tmp_path, prepared, blob_container, test_ca, auth: str) -> str:
+    cloud = (
+        f"{{type: azure-blob, account_url: '{blob_container['url']}', "
+        f"container: {blob_container['name']}, prefix: prod/, ca_file: {test_ca.cert_path}, tier: cool{auth}}}"
+    )
     config = write_config(
-        tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], storage: cloud}\n"
+        tmp_path,
+        {"db1": prepared},
+        "jobs:\n  nightly: {databases: [fidelity], storage: cloud}\n",
+        storages={"cloud": cloud},
     )
-    text = config.read_text().replace(
-        "storages:\n",
-        f"storages:\n  cloud: {{type: azure-blob, account_url: '{blob_container['url']}', "
-        f"container: {blob_container['name']}, prefix: prod/, ca_file: {test_ca.cert_path}, tier: cool{auth}}}\n",
-    )
-    config.write_text(text)
     return str(config)
 
 

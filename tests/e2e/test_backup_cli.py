@@ -194,15 +194,16 @@ def test_key_vault_rotation_through_the_cli(
 ) -> None:
     """backup, rotate, backup, keys rewrap --all, disable the old version: both verify."""
     first = keyvault.create_key("cli-kek").rsplit("/", 1)[1]
+    vault = (
+        f"{{type: azure-key-vault, key_url: '{keyvault.vault_url}/keys/cli-kek', "
+        f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}"
+    )
     config = write_config(
-        tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], key: vault}\n"
+        tmp_path,
+        {"db1": prepared},
+        "jobs:\n  nightly: {databases: [fidelity], key: vault}\n",
+        keys={"vault": vault},
     )
-    text = config.read_text().replace(
-        "keys:\n",
-        f"keys:\n  vault: {{type: azure-key-vault, key_url: '{keyvault.vault_url}/keys/cli-kek', "
-        f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}\n",
-    )
-    config.write_text(text)
     env = keyvault.identity_environment()
 
     def run(*args: str, check: int = 0):
@@ -341,16 +342,16 @@ def test_unreachable_key_vault_fails_the_backup_before_anything_is_stored(
 ) -> None:
     from tests.support.net import free_port
 
-    config = write_config(
-        tmp_path, {"db1": prepared}, "jobs:\n  nightly: {databases: [fidelity], key: vault}\n"
-    )
     dead = f"https://127.0.0.1:{free_port()}"
-    config.write_text(
-        config.read_text().replace(
-            "keys:\n",
-            f"keys:\n  vault: {{type: azure-key-vault, key_url: '{dead}/keys/kek/0123abcd', "
-            f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}\n",
-        )
+    vault = (
+        f"{{type: azure-key-vault, key_url: '{dead}/keys/kek/0123abcd', "
+        f"ca_file: {keyvault.ca.cert_path}, verify_challenge_resource: false}}"
+    )
+    config = write_config(
+        tmp_path,
+        {"db1": prepared},
+        "jobs:\n  nightly: {databases: [fidelity], key: vault}\n",
+        keys={"vault": vault},
     )
     result = sealdump(
         "--config", str(config), "backup", "db1", env=keyvault.identity_environment(), check=1

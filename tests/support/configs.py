@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 from sealdump.config import Config, load_config
@@ -16,21 +15,26 @@ def write_config(
     extra_server_yaml: str = "",
     *,
     generate_key: bool = True,
+    storages: dict[str, str] | None = None,
+    keys: dict[str, str] | None = None,
 ) -> Path:
-    """A config with a filesystem storage, a local key and one file per server."""
+    """A config with a filesystem storage, a local key and one file per server.
+
+    ``storages`` and ``keys`` add entries (name -> YAML flow mapping) beside those two.
+    """
     etc = directory / "etc"
     (etc / "servers.d").mkdir(parents=True, exist_ok=True)
     if generate_key and not (etc / "kek.key").exists():
         generate_key_file(etc / "kek.key")
+    extra_storages = "".join(f"  {name}: {yaml}\n" for name, yaml in (storages or {}).items())
+    extra_keys = "".join(f"  {name}: {yaml}\n" for name, yaml in (keys or {}).items())
     (etc / "sealdump.yaml").write_text(
-        textwrap.dedent("""\
-            state_dir: ../state
-            storages:
-              local: {type: filesystem, path: ../backups}
-            keys:
-              local: {type: local, key_file: kek.key}
-            defaults: {storage: local, key: local}
-            """)
+        "state_dir: ../state\n"
+        "storages:\n  local: {type: filesystem, path: ../backups}\n"
+        + extra_storages
+        + "keys:\n  local: {type: local, key_file: kek.key}\n"
+        + extra_keys
+        + "defaults: {storage: local, key: local}\n"
     )
     for name, server in servers.items():
         secret = etc / f"{name}.password"
