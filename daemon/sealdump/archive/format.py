@@ -13,7 +13,6 @@ object's size.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import struct
@@ -294,8 +293,3 @@ def decrypt(
     yield plain(decrypt_segment(header, cipher, index, bytes(buffer), last=True))
     if decompressor is not None and not decompressor.eof:
         raise IntegrityError(f"object {name!r}: compressed stream is incomplete")
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256, the digest the manifest records."""
-    return hashlib.sha256(data).hexdigest()

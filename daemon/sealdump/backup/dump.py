@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -46,7 +46,6 @@ class DumpResult:
     plain_bytes: int = 0
     stored_bytes: int = 0
     objects: int = 0
-    warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: DumpResult) -> None:
         """Add the figures of one worker's share."""

@@ -120,7 +120,8 @@ def decrypt(state: State, file: Path, output: Path | None, key_file: Path | None
 
     The backup's keys.json is looked up beside the object's backup directory.
     """
-    head = file.read_bytes()[: fmt.HEADER_PROBE]
+    with open(file, "rb") as handle:
+        head = handle.read(fmt.HEADER_PROBE)  # the header only, not the whole object
     header = fmt.parse_header(head, str(file))
     backup_dir = file.parent if header.name == "manifest" else file.parent.parent
     envelope_path = backup_dir / "keys.json"
