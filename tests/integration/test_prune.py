@@ -39,10 +39,10 @@ def seed(config, days: int, now: datetime = NOW) -> list[str]:
         writer = BackupWriter(storage, BackupRef("db1", "nightly", backup_id), key)
         writer.commit({"objects": [writer.put([b"x" * 100]).as_dict()]})
         ids.append(backup_id)
-    # An incomplete run from three days ago, and one in progress now.
+    # An incomplete run from three days before ``now``, and one in progress at ``now``.
     for backup_id in (
-        f"{(NOW - timedelta(days=3)):%Y%m%dT%H%M%SZ}-dead00",
-        f"{NOW:%Y%m%dT%H%M%SZ}-live00",
+        f"{(now - timedelta(days=3)):%Y%m%dT%H%M%SZ}-dead00",
+        f"{now:%Y%m%dT%H%M%SZ}-live00",
     ):
         BackupWriter(storage, BackupRef("db1", "nightly", backup_id), key).put([b"partial"])
     return ids
