@@ -12,8 +12,9 @@ from sealdump.backup.run import resolve_job, run_job
 from sealdump.config import Config
 from sealdump.errors import IntegrityError, SourceError, UsageError
 from sealdump.history import History
-from sealdump.restore.load import STAGING_PREFIX, restore
+from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
+from sealdump.restore.swap import RESTORE_PREFIX
 from sealdump.storage import storage_for
 from tests.support.configs import config_for
 from tests.support.dataset import DATABASES, create_dataset, table_fingerprints
@@ -55,7 +56,7 @@ def staging_schemas(server: MariaDB) -> list[str]:
     with server.root() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE %s",
-            (STAGING_PREFIX + "%",),
+            (RESTORE_PREFIX + "%",),
         )
         return [row[0] for row in cur.fetchall()]
 

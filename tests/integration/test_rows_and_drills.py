@@ -11,7 +11,8 @@ from sealdump.errors import IntegrityError, UsageError
 from sealdump.history import History
 from sealdump.restore.drill import DRILL_PREFIX, run_drill
 from sealdump.restore.plan import plan_restore
-from sealdump.restore.rows import SCRATCH_PREFIX, key_range, parse_pk, restore_rows
+from sealdump.restore.rows import key_range, parse_pk, restore_rows
+from sealdump.restore.swap import ROWS_PREFIX
 from tests.support.configs import config_for
 from tests.support.mariadb import MariaDB
 
@@ -243,7 +244,7 @@ def test_restore_drill_passes_and_is_recorded(world, mariadb) -> None:
         store.close()
     assert (last.kind, last.status, last.backup_id) == ("drill", "success", backup_id)
     assert not [
-        s for s in leftovers(mariadb) if s.startswith(DRILL_PREFIX) or s.startswith(SCRATCH_PREFIX)
+        s for s in leftovers(mariadb) if s.startswith(DRILL_PREFIX) or s.startswith(ROWS_PREFIX)
     ]
 
 

@@ -22,12 +22,29 @@ _CREATE_DATABASE = re.compile(
     rf"^(CREATE\s+DATABASE\s+)(?:/\*!32312 IF NOT EXISTS\*/\s*)?{_IDENT}", re.I
 )
 _UNQUALIFIED_REFERENCE = re.compile(rf"(\bREFERENCES\s+)({_IDENT})(\s*\()")
+# A trigger's header as typed by whoever made it: names may be qualified and unquoted.
+_NAME = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$]+)"
+_TRIGGER_HEADER = re.compile(
+    rf"^(.*?\bTRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?)(?:{_NAME}\s*\.\s*)?({_NAME})"
+    rf"(\s+(?:BEFORE|AFTER)\s+(?:INSERT|UPDATE|DELETE)\s+ON\s+)(?:{_NAME}\s*\.\s*)?({_NAME})",
+    re.I | re.S,
+)
 _FK_NAME = re.compile(rf"\bCONSTRAINT\s+{_IDENT}\s+(FOREIGN\s+KEY\b)", re.I)
 
 
 def strip_definer(sql: str) -> str:
     """Drop ``DEFINER=user@host`` so an account without SUPER can create the object."""
     return _DEFINER.sub("", sql, count=1)
+
+
+def unqualify_trigger(sql: str) -> str:
+    """Drop database qualifiers from a trigger's own name and its table.
+
+    SHOW CREATE TRIGGER returns the statement as typed, so ``CREATE TRIGGER shop.t ... ON
+    shop.orders`` keeps its qualifiers; run after ``USE into`` it would land in ``shop``
+    whatever ``into`` is. Unqualified, it lands in the database the restore chose.
+    """
+    return _TRIGGER_HEADER.sub(lambda m: m.group(1) + m.group(2) + m.group(3) + m.group(4), sql, 1)
 
 
 def rename_table(create: str, name: str) -> str:

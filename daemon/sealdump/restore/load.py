@@ -3,14 +3,14 @@
 Every table is created and loaded in a staging schema of its own (``_sealdump_restore_*``),
 chunks in parallel over several connections, with every object authenticated as it is read.
 Only when all tables loaded and their row counts match the manifest are they moved into
-place with RENAME TABLE; views, routines, triggers and events follow. The staging schema
-is dropped whatever happens. DEFINER clauses are dropped unless asked to keep them, so an
-account without SUPER (Azure) can restore.
+place, live tables and staged ones trading places in one atomic RENAME TABLE (``swap``);
+views, routines, triggers and events follow. The run's schemas are dropped whatever happens,
+and what a killed run leaves is finished by the next restore or by prune. DEFINER clauses
+are dropped unless asked to keep them, so an account without SUPER (Azure) can restore.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -26,11 +26,21 @@ from sealdump.log import get_logger
 from sealdump.restore import ddl
 from sealdump.restore.objects import Mode, check_objects, create_objects
 from sealdump.restore.plan import DatabasePlan, RestorePlan, TablePlan
+from sealdump.restore.swap import (
+    LOCK_WAIT_SECONDS,
+    RunSchemas,
+    clean_leftovers,
+    create_journal,
+    finish,
+    new_token,
+    settle_triggers,
+    swap,
+    take_lock,
+)
 from sealdump.source.catalog import qualified, quote_ident
 from sealdump.source.connect import connect
 
 log = get_logger(__name__)
-STAGING_PREFIX = "_sealdump_restore_"
 # Loading session: no FK or unique checks (the data was consistent when dumped).
 _LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
 
@@ -51,6 +61,7 @@ class RestoreReport:
     chunks: int = 0
     stored_bytes: int = 0
     dry_run: bool = False
+    leftovers_removed: list[str] = field(default_factory=list)
 
 
 def restore(
@@ -62,12 +73,17 @@ def restore(
     dry_run: bool = False,
     keep_definers: bool = False,
     workers: int = 4,
+    lock_wait_seconds: int = LOCK_WAIT_SECONDS,
 ) -> RestoreReport:
     """Restore ``plan`` from ``reader`` onto ``target``."""
     connection = connect(target)
+    run = RunSchemas(new_token())
+    swapping = False
     try:
         cursor = connection.cursor()
         cursor.execute(_LOAD_SESSION)
+        # A wait for a metadata lock (a long query on a live table) ends; nothing waits forever.
+        cursor.execute(f"SET SESSION lock_wait_timeout = {int(lock_wait_seconds)}")
         existing = _check_targets(cursor, plan, mode)
         report = _report(plan, existing, mode, dry_run)
         if dry_run:
@@ -75,17 +91,18 @@ def restore(
         schemas = [_schema(reader, d) for d in plan.databases]
         if mode == "create":
             check_objects(cursor, plan, schemas)
-        staging = {
-            d.target: f"{STAGING_PREFIX}{secrets.token_hex(4)}_{i}"
-            for i, d in enumerate(plan.databases)
-        }
+        take_lock(cursor, run.token)  # before any schema of ours exists
+        report.leftovers_removed = clean_leftovers(cursor, target.name)
+        failed = True
         try:
-            for database, schema in zip(plan.databases, schemas, strict=True):
-                cursor.execute(f"CREATE DATABASE {quote_ident(staging[database.target])}")
+            create_journal(cursor, run, [d.target for d in plan.databases])
+            for index, (database, schema) in enumerate(zip(plan.databases, schemas, strict=True)):
+                cursor.execute(f"CREATE DATABASE {quote_ident(run.staging(index))}")
                 for table in database.tables:
                     create = _table_ddl(schema["tables"][table.name], table)
-                    cursor.execute(f"USE {quote_ident(staging[database.target])}")
+                    cursor.execute(f"USE {quote_ident(run.staging(index))}")
                     cursor.execute(create)
+            staging = {d.target: run.staging(i) for i, d in enumerate(plan.databases)}
             _load_all(reader, plan, target, staging, workers)
             _check_counts(cursor, plan, staging)
             # Rehearse views, routines, triggers and events in staging: a missing privilege
@@ -101,22 +118,68 @@ def restore(
                 )
                 for (trigger,) in cursor.fetchall():
                     cursor.execute(f"DROP TRIGGER {qualified(into, trigger)}")
-            _move_into_place(cursor, plan, schemas, staging, existing)
+            for database, schema in zip(plan.databases, schemas, strict=True):
+                cursor.execute(ddl.rename_database(schema["create"], database.target))
+            swapping = True
+            moves = [
+                (index, table.target_database, table.target_name)
+                for index, database in enumerate(plan.databases)
+                for table in database.tables
+            ]
+            live = {(t.target_database, t.target_name) for t in plan.tables if t.target in existing}
+            swap(cursor, run, moves, live)
+            swapping = False
+            for table in plan.tables:
+                log.info(
+                    "table restored",
+                    source=table.source,
+                    target=table.target,
+                    rows=table.entry["rows"],
+                )
             for database, schema in zip(plan.databases, schemas, strict=True):
                 create_objects(
                     cursor, database, schema, database.target, mode, keep_definers, report.objects
                 )
+            settle_triggers(cursor, run)
+            failed = False
         finally:
-            for name in staging.values():
-                _drop_quietly(cursor, name)
+            _finish(cursor, run, keep_definers, target, failed)
         return report
     except pymysql.err.MySQLError as exc:
-        hint = _HINTS.get(exc.args[0], "")
+        code = exc.args[0] if exc.args else None
+        if swapping and code == 1205:
+            raise SourceError(
+                f"restore on {target.name}: the swap into place waited {lock_wait_seconds} s for "
+                "a lock on the live tables (a long query or open transaction holds them); "
+                "nothing on the target changed"
+            ) from None
+        hint = _HINTS.get(code, "") if isinstance(code, int) else ""
         raise SourceError(
-            f"restore on {target.name} failed: MySQL error {exc.args[0]}: {exc.args[-1]}{hint}"
+            f"restore on {target.name} failed: MySQL error {code}: {exc.args[-1]}{hint}"
         ) from None
     finally:
         connection.close()
+
+
+def _finish(
+    cursor: Any, run: RunSchemas, keep_definers: bool, target: Server, failed: bool
+) -> None:
+    """Complete or undo the run and drop its schemas; on a failed run never raise over its error."""
+    try:
+        finish(cursor, run, keep_definers)
+    except (pymysql.err.MySQLError, SourceError) as exc:
+        reason = str(exc.args[-1]) if isinstance(exc, pymysql.err.MySQLError) else str(exc)
+        log.error(
+            "could not finish the restore's clean-up; the next restore or prune finishes it",
+            server=target.name,
+            schema=run.run,
+            error=reason,
+        )
+        if not failed:
+            raise SourceError(
+                f"restore on {target.name} put the data in place but could not clean up "
+                f"({reason}); the next restore or `sealdump prune` finishes it"
+            ) from None
 
 
 def _schema(reader: BackupReader, database: DatabasePlan) -> dict[str, Any]:
@@ -240,42 +303,3 @@ def _check_counts(cursor: Any, plan: RestorePlan, staging: dict[str, str]) -> No
                 f"{table.source}: loaded {loaded} rows, the backup holds {expected}; "
                 "nothing was changed"
             )
-
-
-def _move_into_place(
-    cursor: Any,
-    plan: RestorePlan,
-    schemas: list[dict[str, Any]],
-    staging: dict[str, str],
-    existing: dict[str, int],
-) -> None:
-    """Drop the tables being replaced, then move every staged table in one atomic RENAME.
-
-    Existing tables are dropped rather than renamed aside: renaming a parent table would
-    carry the foreign keys of its (unrestored) children along with it.
-    """
-    for database, schema in zip(plan.databases, schemas, strict=True):
-        cursor.execute(ddl.rename_database(schema["create"], database.target))
-    for table in plan.tables:
-        if table.target in existing:
-            cursor.execute(f"DROP TABLE {qualified(table.target_database, table.target_name)}")
-    moves = [
-        f"{qualified(staging[t.target_database], t.target_name)} TO "
-        f"{qualified(t.target_database, t.target_name)}"
-        for t in plan.tables
-    ]
-    if moves:
-        cursor.execute("RENAME TABLE " + ", ".join(moves))
-    for table in plan.tables:
-        log.info(
-            "table restored", source=table.source, target=table.target, rows=table.entry["rows"]
-        )
-
-
-def _drop_quietly(cursor: Any, schema: str) -> None:
-    try:
-        cursor.execute(f"DROP DATABASE IF EXISTS {quote_ident(schema)}")
-    except pymysql.err.MySQLError as exc:
-        log.warning(
-            "could not drop staging schema; drop it by hand", schema=schema, error=str(exc.args[-1])
-        )

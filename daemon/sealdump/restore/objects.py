@@ -96,7 +96,8 @@ def create_objects(
     for trigger in restored_triggers:
         drop = f"DROP TRIGGER IF EXISTS {quote_ident(trigger['name'])}"
         label = f"trigger {database.target}.{trigger['name']}"
-        run(prepare(trigger["create"]), trigger.get("sql_mode"), label, drop)
+        sql = ddl.unqualify_trigger(prepare(trigger["create"]))
+        run(sql, trigger.get("sql_mode"), label, drop)
     if not database.whole:
         return
     _create_views(cursor, into, schema, prepare, mode, created)

@@ -1,7 +1,8 @@
 """Restore single rows: the rows of one table that match ``--where`` or ``--pk``.
 
 Matching uses the server's own semantics: the chunks that can hold the rows are loaded into
-a scratch schema on the target server (``_sealdump_rows_*``, always dropped), and rows go
+a scratch schema on the target server (``_sealdump_rows_*``, dropped on every path; one a
+kill leaves behind is removed by the next restore or by prune), and rows go
 into place with INSERT ... SELECT in one transaction. Only the chunks whose key range can
 hold the rows are fetched: for ``--pk`` the one chunk holding the key, for ``--where`` every
 chunk of the table unless the condition is a plain range on a one-column key.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,12 +24,18 @@ from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
 from sealdump.restore.plan import TablePlan
+from sealdump.restore.swap import (
+    LOCK_WAIT_SECONDS,
+    ROWS_PREFIX,
+    clean_leftovers,
+    new_token,
+    take_lock,
+)
 from sealdump.source.catalog import qualified, quote_ident
 from sealdump.source.connect import connect
 
 log = get_logger(__name__)
 RowMode = Literal["refuse", "append", "replace"]
-SCRATCH_PREFIX = "_sealdump_rows_"
 _SYNTAX = {1064, 1054, 1166, 1582, 1583, 1584, 1305, 1630}
 
 
@@ -47,6 +53,7 @@ class RowReport:
     replaced: int = 0
     skipped: int = 0
     dry_run: bool = False
+    leftovers_removed: list[str] = field(default_factory=list)
 
 
 def parse_pk(values: tuple[str, ...], width: int) -> list[Any]:
@@ -127,10 +134,14 @@ def restore_rows(
     )
     schema = reader.read_json(_schema_record(reader, table))
     create = schema["tables"][table.name]
-    scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(4)}"
+    token = new_token()
+    scratch = f"{ROWS_PREFIX}{token}"
     connection = connect(target, autocommit=False)
     cursor = connection.cursor()
     try:
+        take_lock(cursor, token)  # before the scratch schema exists: it marks the run alive
+        cursor.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+        report.leftovers_removed = clean_leftovers(cursor, target.name)
         cursor.execute(f"CREATE DATABASE {quote_ident(scratch)}")
         cursor.execute(f"USE {quote_ident(scratch)}")
         cursor.execute("SET SESSION foreign_key_checks = 0")
@@ -178,7 +189,7 @@ def restore_rows(
             connection.commit()
         except pymysql.err.MySQLError as exc:
             log.warning(
-                "could not drop scratch schema; drop it by hand",
+                "could not drop scratch schema; the next restore or prune removes it",
                 schema=scratch,
                 error=str(exc.args[-1]),
             )
