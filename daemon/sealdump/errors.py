@@ -81,6 +81,10 @@ class PartialFailure(SealdumpError):
     exit_code = ExitCode.PARTIAL
 
 
+class TimedOut(SealdumpError):
+    """A run went past its deadline (the job's ``timeout``) and was stopped."""
+
+
 class Interrupted(SealdumpError):
     """The work was stopped on request (SIGTERM grace period over, Ctrl-C)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from sealdump.archive.backup import BackupRef, BackupWriter
 from sealdump.backup.chunks import Batch, ChunkEnd, TableReader
 from sealdump.backup.snapshot import open_snapshot, open_snapshots
 from sealdump.config.model import Job, Server
-from sealdump.errors import Interrupted, SourceError
+from sealdump.errors import Interrupted, SealdumpError, SourceError, TimedOut
 from sealdump.keys.base import KeyProvider
 from sealdump.log import get_logger
 from sealdump.source import catalog
@@ -34,6 +35,9 @@ from sealdump.storage.base import Storage
 log = get_logger(__name__)
 T = TypeVar("T")
 _PRIVILEGE_ERRORS = {1044, 1142, 1143, 1227, 1370}
+# Seconds the server waits for us to take rows before dropping a reader: longer than any
+# storage deadline, so that a stalled upload is reported as what it is.
+READER_WRITE_TIMEOUT = 900
 
 
 @dataclass
@@ -98,17 +102,29 @@ def dump(
     provider: KeyProvider,
     ref: BackupRef,
     cancel: threading.Event | None = None,
+    deadline: float | None = None,
 ) -> DumpResult:
     """Write backup ``ref`` of ``server`` as ``job`` describes; nothing stays behind on failure.
 
     The schema is read on the first connection; table data is read over ``job.connections``
     connections whose snapshots are synchronised (see ``open_snapshots``), largest tables
-    first. Without the means to synchronise, one connection does everything.
+    first. Without the means to synchronise, one connection does everything. ``cancel`` (a
+    stop request) and ``deadline`` (``time.monotonic()`` value of the run's timeout) stop it
+    within seconds: nothing queued starts, and the queries in flight are killed.
     """
     started = datetime.now(UTC)
-    connections = [connect(server, streaming=True) for _ in range(job.connections)]
+    connections: list[Any] = []
     writer: BackupWriter | None = None
+    stop: Stop | None = None
     try:
+        for _ in range(job.connections):
+            connections.append(connect(server, streaming=True))
+            # The server must not time out a reader waiting on a slow upload: the storage's own
+            # deadline (minutes) ends such a stall first and names the storage as the cause.
+            connections[-1].cursor(pymysql.cursors.Cursor).execute(
+                f"SET SESSION net_write_timeout = {READER_WRITE_TIMEOUT}"
+            )
+        stop = Stop(server, connections, cancel, deadline, ref)
         plain = connections[0].cursor(pymysql.cursors.Cursor)
         flavor = detect(plain)
         consistency = None
@@ -129,7 +145,7 @@ def dump(
         writer = BackupWriter(storage, ref, provider)
         result = DumpResult(ref)
         plans = [_read_database(plain, db, job) for db in _databases(plain, job)]
-        entries = _dump_tables(connections, writer, plans, result, cancel)
+        entries = _dump_tables(connections, writer, plans, result, stop)
         manifest_databases = [_store_database(writer, plan, entries, result) for plan in plans]
         for connection in connections:
             connection.cursor(pymysql.cursors.Cursor).execute("COMMIT")
@@ -170,12 +186,100 @@ def dump(
         if writer is not None:
             writer.abort()
         if isinstance(exc, pymysql.err.MySQLError):
+            reason = stop_reason(cancel, deadline, ref)
+            if reason is not None:
+                raise reason from None  # the error of a query we killed ourselves
             transient = bool(exc.args) and exc.args[0] in TRANSIENT_CODES
             raise SourceError(_describe(server, exc), transient=transient) from None
         raise
     finally:
+        if stop is not None:
+            stop.close()
         for connection in connections:
+            try:
+                connection.close()
+            except Exception as exc:  # noqa: BLE001 - secondary to how the run ended
+                log.debug("closing a dump connection failed", error=str(exc))
+
+
+def stop_reason(
+    cancel: threading.Event | None, deadline: float | None, ref: BackupRef
+) -> SealdumpError | None:
+    """The error a stopped run ends with, or None while it may go on."""
+    if cancel is not None and cancel.is_set():
+        return Interrupted(f"backup {ref.backup_id} stopped on request")
+    if deadline is not None and time.monotonic() >= deadline:
+        return TimedOut(f"backup {ref.backup_id} ran past its job's timeout", transient=True)
+    return None
+
+
+class Stop:
+    """Watches for a stop request, the deadline or a failed worker; then kills our queries.
+
+    A reader blocked in a long query (or on a slow server) would only notice a stop at its
+    next row; ``KILL QUERY`` on sealdump's own sessions ends the wait at once.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        connections: list[Any],
+        cancel: threading.Event | None,
+        deadline: float | None,
+        ref: BackupRef,
+    ) -> None:
+        self.server = server
+        self.ids = [c.thread_id() for c in connections]
+        self.cancel = cancel
+        self.deadline = deadline
+        self.ref = ref
+        self.failed = threading.Event()
+        self._done = threading.Event()
+        self._killed = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="sealdump-stop", daemon=True)
+        self._thread.start()
+
+    def reason(self) -> SealdumpError | None:
+        """Why the run must stop now (a request, the deadline), or None."""
+        return stop_reason(self.cancel, self.deadline, self.ref)
+
+    def stopping(self) -> bool:
+        """Whether workers should stop: a stop reason or another worker's failure."""
+        return self.failed.is_set() or self.reason() is not None
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            if self.reason() is not None:
+                self.kill()
+                return
+
+    def kill(self) -> None:
+        """``KILL QUERY`` every session of this dump, once; failures are only logged."""
+        with self._lock:
+            if self._killed:
+                return
+            self._killed = True
+        try:
+            connection = connect(self.server)
+        except SealdumpError as exc:
+            log.warning("cannot connect to stop the dump's queries", error=str(exc))
+            return
+        try:
+            cursor = connection.cursor()
+            for thread_id in self.ids:
+                try:
+                    cursor.execute(f"KILL QUERY {int(thread_id)}")
+                except pymysql.err.MySQLError as exc:
+                    log.debug("KILL QUERY failed", thread=thread_id, error=str(exc.args[-1]))
+        finally:
             connection.close()
+        log.info("dump queries killed", sessions=len(self.ids))
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._done.set()
+        self._thread.join(timeout=5)
 
 
 def _describe(server: Server, exc: pymysql.err.MySQLError) -> str:
@@ -231,51 +335,85 @@ def _dump_tables(
     writer: BackupWriter,
     plans: list[_DatabasePlan],
     result: DumpResult,
-    cancel: threading.Event | None,
+    stop: Stop,
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    """Dump every table, one per connection at a time, the largest first."""
+    """Dump every table, one per connection at a time, the largest first.
+
+    On a failure or a stop nothing queued starts, the queries in flight are killed, and the
+    first real error is raised (not the stops it caused in the other workers).
+    """
     work = [(t, kind) for plan in plans for t, kind in plan.tables]
     work.sort(key=lambda item: item[0].avg_row_length * item[0].estimated_rows, reverse=True)
     idle: queue.Queue[Any] = queue.Queue()
     for connection in connections:
         idle.put(connection.cursor())
-    failed = threading.Event()
 
-    def stopping() -> bool:
-        return failed.is_set() or (cancel is not None and cancel.is_set())
+    def halt() -> None:
+        reason = stop.reason()
+        if reason is not None:
+            raise reason
+        if stop.failed.is_set():
+            raise Interrupted(f"backup {writer.ref.backup_id} stopped: another table failed")
 
     def one(table: catalog.Table, kind: str) -> tuple[tuple[str, str], dict[str, Any], DumpResult]:
         part = DumpResult(result.ref)
         if kind == "SEQUENCE":
             return (table.database, table.name), _table_entry(table, kind, [], 0, ""), part
+        halt()  # queued behind the stop: never started
         cursor = idle.get()
         try:
-            entry = _dump_table(cursor, writer, table, kind, part, stopping)
+            halt()
+            entry = _dump_table(cursor, writer, table, kind, part, halt)
         except BaseException:
-            failed.set()
+            stop.failed.set()
             raise
         finally:
             idle.put(cursor)
         return (table.database, table.name), entry, part
 
     entries: dict[tuple[str, str], dict[str, Any]] = {}
-    with ThreadPoolExecutor(
-        max_workers=len(connections), thread_name_prefix="sealdump-dump"
-    ) as pool:
+    errors: list[BaseException] = []
+    pool = ThreadPoolExecutor(max_workers=len(connections), thread_name_prefix="sealdump-dump")
+    try:
         futures = [pool.submit(one, table, kind) for table, kind in work]
-        errors: list[BaseException] = []
         for future in futures:
             try:
                 key, entry, part = future.result()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, the first real one
+            except Exception as exc:  # noqa: BLE001 - re-raised below, the first real one
                 errors.append(exc)
+                if not stop.failed.is_set():
+                    stop.failed.set()
+                stop.kill()  # readers blocked in a query stop now, not at their next row
                 continue
             entries[key] = entry
             result.merge(part)
+    except BaseException:
+        # Ctrl-C or SIGTERM in this thread: stop the workers before waiting for them.
+        stop.failed.set()
+        stop.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if errors:
-        # The first failure, not the stop it caused in the other workers.
-        raise next((e for e in errors if not isinstance(e, Interrupted)), errors[0])
+        reason = stop.reason()
+        first = next((e for e in errors if not _consequence(e)), None)
+        raise first or reason or errors[0]
     return entries
+
+
+def _consequence(error: BaseException) -> bool:
+    """Whether ``error`` is only the echo of a stop: Interrupted, or a query we killed."""
+    if isinstance(error, Interrupted | TimedOut):
+        return True
+    return (
+        isinstance(error, pymysql.err.MySQLError)
+        and bool(error.args)
+        and error.args[0]
+        in (
+            1317,  # query execution was interrupted
+            1927,  # connection was killed (MariaDB)
+        )
+    )
 
 
 def _store_database(
@@ -303,7 +441,7 @@ def _dump_table(
     table: catalog.Table,
     kind: str,
     result: DumpResult,
-    stopping: Callable[[], bool],
+    halt: Callable[[], None],
 ) -> dict[str, Any]:
     started = datetime.now(UTC)
     reader = TableReader(cursor, table)
@@ -314,8 +452,7 @@ def _dump_table(
     def batches(first: Batch) -> Iterator[bytes]:
         yield first.data
         for event in events:
-            if stopping():
-                raise Interrupted(f"backup {writer.ref.backup_id} stopped on request")
+            halt()
             if isinstance(event, ChunkEnd):
                 ended.append(event)
                 return
