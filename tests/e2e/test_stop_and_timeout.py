@@ -82,3 +82,20 @@ def test_sigterm_stops_the_table_being_read_and_starts_nothing_queued(
     assert _our_queries(slowdb) == []  # nothing left running on the server
     history = json.loads(sealdump("--json", "--config", str(config), "history", check=0).stdout)
     assert history[0]["status"] == "interrupted"
+
+
+def test_a_backup_past_its_timeout_is_stopped_cleaned_and_recorded_failed(
+    tmp_path: Path, slowdb: MariaDB, sealdump
+) -> None:
+    config = write_config(
+        tmp_path,
+        {"db1": slowdb},
+        "jobs:\n  slow: {databases: [stopdb], connections: 1, timeout: 1s}\n",
+    )
+    result = sealdump("--json", "--config", str(config), "backup", "db1/slow", check=1)
+    error = json.loads(result.stdout)["error"]["message"]
+    assert "ran past its job's timeout (1 s) and was stopped" in error
+    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+    assert _our_queries(slowdb) == []
+    [run] = json.loads(sealdump("--json", "--config", str(config), "history", check=0).stdout)
+    assert (run["status"], run["error"]) == ("failed", error)

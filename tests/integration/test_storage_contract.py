@@ -64,6 +64,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_object(storage: Storage) 
         storage.write("new", broken())
     assert b"".join(storage.read("k")) == b"old"
     assert sorted(storage.list()) == ["k"]
+    assert storage.sizes() == {"k": 3}
 
 
 def test_list_by_prefix_and_delete(storage: Storage) -> None:
@@ -73,6 +74,27 @@ def test_list_by_prefix_and_delete(storage: Storage) -> None:
     storage.delete("s1/j/b1/o/1")
     storage.delete("s1/j/b1/o/1")  # absent: not an error
     assert sorted(storage.list()) == ["s1/j/b1/manifest", "s2/j/b2/manifest"]
+
+
+def test_sizes_lists_every_name_under_a_prefix_with_its_size(storage: Storage) -> None:
+    storage.write("s/j/b1/keys.json", [b"k" * 10])
+    storage.write("s/j/b1/o/1", [b"x" * 1000, b"y" * 24])
+    storage.write("s/j/b1/o/empty", [])
+    storage.write("s/j/b10/o/1", [b"not under s/j/b1/"])
+    storage.write("s/j/b2/o/1", [b"z"])
+    assert storage.sizes("s/j/b1/") == {
+        "s/j/b1/keys.json": 10,
+        "s/j/b1/o/1": 1024,
+        "s/j/b1/o/empty": 0,
+    }
+    assert storage.sizes("s/j/b2/o/") == {"s/j/b2/o/1": 1}
+    assert storage.sizes("nothing/here/") == {}
+    everything = storage.sizes()
+    assert sorted(everything) == sorted(storage.list())
+    assert everything["s/j/b10/o/1"] == len(b"not under s/j/b1/")
+    storage.write("s/j/b1/o/1", [b"shorter"])
+    storage.delete("s/j/b1/o/empty")
+    assert storage.sizes("s/j/b1/") == {"s/j/b1/keys.json": 10, "s/j/b1/o/1": 7}
 
 
 def test_missing_object_is_a_storage_error(storage: Storage) -> None:

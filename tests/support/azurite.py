@@ -7,8 +7,12 @@ lets the newest azure-storage-blob talk to it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +98,61 @@ class Azurite:
             raise RuntimeError(f"azurite-blob exited with {self.process.returncode}:\n{log}")
         return port_open(self.port)
 
+    def container_with_sas(self, name: str, directory: Path) -> Path:
+        """Create container ``name`` and write a SAS for it (racwdl, 2 hours) under ``directory``."""
+        import datetime as dt
+
+        from azure.storage.blob import (
+            BlobServiceClient,
+            ContainerSasPermissions,
+            generate_container_sas,
+        )
+
+        service = BlobServiceClient.from_connection_string(
+            self.connection_string, connection_verify=str(self.ca.cert_path)
+        )
+        service.create_container(name)
+        token = generate_container_sas(
+            ACCOUNT,
+            name,
+            account_key=ACCOUNT_KEY,
+            permission=ContainerSasPermissions(
+                read=True, add=True, create=True, write=True, delete=True, list=True
+            ),
+            expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=2),
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{name}.sas"
+        path.write_text(token + "\n")
+        return path
+
+    def pause(self) -> None:
+        """Freeze the emulator (SIGSTOP): connections are still accepted, nothing is answered.
+
+        That is a stalled endpoint as clients meet it: the kernel completes TCP handshakes
+        into the listen backlog and buffers requests, the process never reads them.
+        """
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("Azurite is not running")
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused emulator run again (SIGCONT); harmless when it is not paused."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+    @contextmanager
+    def paused(self) -> Iterator[Azurite]:
+        """Frozen inside the block, and always resumed after it (even when the block fails)."""
+        self.pause()
+        try:
+            yield self
+        finally:
+            self.resume()
+
     def stop(self) -> None:
-        """Stop the emulator."""
+        """Stop the emulator (resuming it first, should it be paused)."""
+        self.resume()
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

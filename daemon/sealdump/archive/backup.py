@@ -7,7 +7,9 @@ backup id and opaque object ids)::
     SERVER/JOB/BACKUP_ID/o/OBJECT_ID    encrypted objects (schemas, table chunks)
     SERVER/JOB/BACKUP_ID/manifest       the encrypted manifest (written last)
 
-A backup exists for ``list`` and ``restore`` only once its manifest is stored.
+A backup exists for ``list`` and ``restore`` only once its manifest is stored, and the
+manifest is stored only after one listing of the backup's prefix showed every object the
+writer stored, at exactly the size it wrote.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from sealdump.archive import format as fmt
 from sealdump.archive.envelope import Envelope, dek_id
 from sealdump.errors import IntegrityError, KeyProviderError, StorageError
 from sealdump.keys.base import KeyProvider, Wrapping
+from sealdump.log import get_logger
 from sealdump.storage.base import Storage
+
+log = get_logger(__name__)
 
 KEYS = "keys.json"
 MANIFEST = "manifest"
@@ -101,14 +106,20 @@ class BackupWriter:
         # and nothing is ever stored that its key cannot open.
         self.wrapping = provider.wrap(self._dek)
         self.envelope = Envelope(ref.backup_id, dek_id(self._dek), [self.wrapping])
-        self._written: list[str] = []
+        # Every name this writer stored or began to store, in order, with the size written
+        # (None until the write returned).
+        self._written: dict[str, int | None] = {}
         self._lock = threading.Lock()
         self._write(KEYS, [self.envelope.to_json()])
 
     def _write(self, name: str, chunks: Iterable[bytes]) -> int:
+        full = self.ref.prefix + name
         with self._lock:
-            self._written.append(self.ref.prefix + name)
-        return self.storage.write(self.ref.prefix + name, chunks)
+            self._written[full] = None
+        size = self.storage.write(full, chunks)
+        with self._lock:
+            self._written[full] = size
+        return size
 
     def put(self, chunks: Iterable[bytes], *, compress: bool = True) -> ObjectRecord:
         """Encrypt and store one object under a fresh opaque id."""
@@ -135,21 +146,75 @@ class BackupWriter:
         return ObjectRecord(object_id, plain, stored, digest.hexdigest())
 
     def commit(self, manifest: dict[str, Any]) -> int:
-        """Store the manifest, which makes the backup complete; returns the manifest's size."""
+        """Store the manifest, which makes the backup complete; returns the manifest's size.
+
+        First confirms, with one listing, that storage holds every object written (see
+        ``confirm``): a backup that rode out a storage outage is never listed incomplete.
+        """
+        self.confirm()
         body = dict(manifest, format=MANIFEST_FORMAT, backup_id=self.ref.backup_id)
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         encrypted = fmt.encrypt([data], self._dek, self.ref.backup_id, MANIFEST)
         return self._write(MANIFEST, encrypted)
 
+    def confirm(self) -> None:
+        """Check that storage holds every object written, each at exactly its written size.
+
+        One listing of the backup's prefix; a missing or short object is a transient
+        StorageError naming the objects and the storage (a later run writes a new backup).
+        """
+        with self._lock:
+            written = dict(self._written)
+        stored = self.storage.sizes(self.ref.prefix)
+        problems: list[str] = []
+        for name, size in written.items():
+            short = name.removeprefix(self.ref.prefix)
+            found = stored.get(name)
+            if size is None:
+                problems.append(f"{short} (its write did not finish)")
+            elif found is None:
+                problems.append(f"{short} (missing)")
+            elif found != size:
+                problems.append(f"{short} ({found} bytes stored, {size} written)")
+        if problems:
+            shown = ", ".join(problems[:5])
+            more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise StorageError(
+                f"backup {self.ref.backup_id} is incomplete in storage "
+                f"{self.storage.describe()}: {len(problems)} of {len(written)} objects "
+                f"missing or not the size written: {shown}{more}; the manifest was not written",
+                transient=True,
+            )
+
     def abort(self) -> None:
-        """Remove everything this writer stored (best effort: prune removes leftovers)."""
+        """Remove everything this writer stored, newest first; never raises.
+
+        Best effort, and it runs while another error is being reported, so a failed delete
+        is only a secondary warning (prune removes leftovers: without a manifest a backup
+        is never listed). When storage itself is unavailable the remaining deletes would
+        each wait out their own timeout, so cleanup stops at the first such failure.
+        """
         with self._lock:
             names = list(reversed(self._written))
-        for name in names:
+        for index, name in enumerate(names):
             try:
                 self.storage.delete(name)
-            except StorageError:
-                continue
+            except Exception as exc:  # noqa: BLE001 - must not replace the run's own error
+                log.warning(
+                    "cleanup of the failed backup could not delete an object "
+                    "(secondary: the backup's own error is reported separately)",
+                    object=name,
+                    storage=self.storage.describe(),
+                    error=str(exc) or type(exc).__name__,
+                )
+                if isinstance(exc, StorageError) and exc.transient:
+                    log.warning(
+                        "cleanup of the failed backup stopped: storage unavailable; prune "
+                        "removes what is left (never listed: it has no manifest)",
+                        backup=self.ref.backup_id,
+                        objects_left=len(names) - index,
+                    )
+                    return
 
 
 class BackupReader:

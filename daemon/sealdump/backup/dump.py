@@ -124,7 +124,7 @@ def dump(
             connections[-1].cursor(pymysql.cursors.Cursor).execute(
                 f"SET SESSION net_write_timeout = {READER_WRITE_TIMEOUT}"
             )
-        stop = Stop(server, connections, cancel, deadline, ref)
+        stop = Stop(server, job, connections, cancel, deadline, ref)
         plain = connections[0].cursor(pymysql.cursors.Cursor)
         flavor = detect(plain)
         consistency = None
@@ -186,7 +186,7 @@ def dump(
         if writer is not None:
             writer.abort()
         if isinstance(exc, pymysql.err.MySQLError):
-            reason = stop_reason(cancel, deadline, ref)
+            reason = stop_reason(cancel, deadline, ref, job)
             if reason is not None:
                 raise reason from None  # the error of a query we killed ourselves
             transient = bool(exc.args) and exc.args[0] in TRANSIENT_CODES
@@ -203,13 +203,17 @@ def dump(
 
 
 def stop_reason(
-    cancel: threading.Event | None, deadline: float | None, ref: BackupRef
+    cancel: threading.Event | None, deadline: float | None, ref: BackupRef, job: Job
 ) -> SealdumpError | None:
     """The error a stopped run ends with, or None while it may go on."""
     if cancel is not None and cancel.is_set():
         return Interrupted(f"backup {ref.backup_id} stopped on request")
     if deadline is not None and time.monotonic() >= deadline:
-        return TimedOut(f"backup {ref.backup_id} ran past its job's timeout", transient=True)
+        limit = f" ({job.timeout.total_seconds():g} s)" if job.timeout is not None else ""
+        return TimedOut(
+            f"backup {ref.backup_id} ran past its job's timeout{limit} and was stopped",
+            transient=True,
+        )
     return None
 
 
@@ -223,12 +227,14 @@ class Stop:
     def __init__(
         self,
         server: Server,
+        job: Job,
         connections: list[Any],
         cancel: threading.Event | None,
         deadline: float | None,
         ref: BackupRef,
     ) -> None:
         self.server = server
+        self.job = job
         self.ids = [c.thread_id() for c in connections]
         self.cancel = cancel
         self.deadline = deadline
@@ -242,7 +248,7 @@ class Stop:
 
     def reason(self) -> SealdumpError | None:
         """Why the run must stop now (a request, the deadline), or None."""
-        return stop_reason(self.cancel, self.deadline, self.ref)
+        return stop_reason(self.cancel, self.deadline, self.ref, self.job)
 
     def stopping(self) -> bool:
         """Whether workers should stop: a stop reason or another worker's failure."""

@@ -18,10 +18,9 @@ from sealdump.archive.backup import BackupRef, new_backup_id
 from sealdump.backup.dump import DumpResult, dump
 from sealdump.config.model import Config, Job, Server
 from sealdump.errors import Interrupted, SealdumpError, UsageError
-from sealdump.history import History, RunStatus
+from sealdump.history import recorded_run
 from sealdump.keys import provider_for
 from sealdump.log import get_logger
-from sealdump.monitoring import webhooks
 from sealdump.storage import storage_for
 
 log = get_logger(__name__)
@@ -76,40 +75,28 @@ def run_job(
     provider = provider_for(config.keys[job.key])
     ref = BackupRef(server.name, job.name, new_backup_id())
     structlog.contextvars.bind_contextvars(server=server.name, job=job.name, backup=ref.backup_id)
-    history = History(config.history_url)
+    started = time.monotonic()
+    deadline = started + job.timeout.total_seconds() if job.timeout is not None else None
     try:
-        run_id = history.start(server.name, job.name, trigger, scheduled_for=scheduled_for)
-        started = time.monotonic()
-        about = {"server": server.name, "job": job.name, "backup_id": ref.backup_id}
-        webhooks.call(job.webhooks, "start", about)
-        try:
-            result = dump(server, job, storage, provider, ref, cancel)
-        except (KeyboardInterrupt, Interrupted):
-            history.finish(run_id, RunStatus.INTERRUPTED, error="interrupted")
-            webhooks.call(job.webhooks, "failure", {**about, "error": "interrupted"})
-            raise
-        except SealdumpError as exc:
-            history.finish(run_id, RunStatus.FAILED, error=str(exc))
-            webhooks.call(job.webhooks, "failure", {**about, "error": str(exc)})
-            log.error("backup failed", error=str(exc), seconds=round(time.monotonic() - started, 3))
-            raise
-        except Exception as exc:
-            error = f"internal error: {type(exc).__name__}"
-            history.finish(run_id, RunStatus.FAILED, error=error)
-            webhooks.call(job.webhooks, "failure", {**about, "error": error})
-            raise
-        history.finish(
-            run_id,
-            RunStatus.SUCCESS,
-            backup_id=ref.backup_id,
-            bytes_=result.stored_bytes,
-            rows=result.rows,
-        )
-        webhooks.call(
-            job.webhooks,
-            "success",
-            {**about, "rows": result.rows, "stored_bytes": result.stored_bytes},
-        )
+        with recorded_run(
+            config.history_url,
+            kind="backup",
+            server=server.name,
+            job=job.name,
+            trigger=trigger,
+            scheduled_for=scheduled_for,
+            webhooks=job.webhooks,
+            about={"server": server.name, "job": job.name, "backup_id": ref.backup_id},
+        ) as run:
+            try:
+                result = dump(server, job, storage, provider, ref, cancel, deadline)
+            except SealdumpError as exc:
+                if not isinstance(exc, Interrupted):
+                    seconds = round(time.monotonic() - started, 3)
+                    log.error("backup failed", error=str(exc), seconds=seconds)
+                raise
+            run.backup_id, run.bytes, run.rows = ref.backup_id, result.stored_bytes, result.rows
+            run.details = {"rows": result.rows, "stored_bytes": result.stored_bytes}
         log.info(
             "backup complete",
             storage=storage.describe(),
@@ -121,6 +108,5 @@ def run_job(
             seconds=round(time.monotonic() - started, 3),
         )
     finally:
-        history.close()
         structlog.contextvars.unbind_contextvars("server", "job", "backup")
     return result

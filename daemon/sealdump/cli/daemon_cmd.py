@@ -41,6 +41,7 @@ def status(state: State) -> None:
     history = History(config.history_url)
     rows: list[dict[str, Any]] = []
     try:
+        history.close_dead_runs()  # never show a run whose process died as running
         for item in plan_jobs(config).values():
             last = history.runs(item.server, item.job, limit=1, kind=item.kind)
             good = history.runs(

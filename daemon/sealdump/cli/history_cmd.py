@@ -20,6 +20,7 @@ def history(state: State, server: str | None, job: str | None, limit: int) -> No
     """List recorded runs, newest first."""
     store = History(state.config().history_url)
     try:
+        store.close_dead_runs()  # a run whose process died is shown as interrupted
         runs = store.runs(server=server, job=job, limit=limit)
     finally:
         store.close()
@@ -42,6 +43,7 @@ def history(state: State, server: str | None, job: str | None, limit: int) -> No
             human_bytes(run.bytes),
             str(run.rows) if run.rows is not None else "-",
             run.backup_id or "-",
+            _target(run),
             (run.error or "").splitlines()[0][:80] if run.error else "",
         ]
         for run in runs
@@ -58,6 +60,7 @@ def history(state: State, server: str | None, job: str | None, limit: int) -> No
         "SIZE",
         "ROWS",
         "BACKUP",
+        "TARGET",
         "ERROR",
     ]
     click.echo(render_table(header, rows))
@@ -76,8 +79,20 @@ def _as_dict(run: Run) -> dict[str, Any]:
         "duration_seconds": run.duration_seconds,
         "scheduled_for": run.scheduled_for.isoformat() if run.scheduled_for else None,
         "hostname": run.hostname,
+        "pid": run.pid,
+        "heartbeat_at": run.heartbeat_at.isoformat() if run.heartbeat_at else None,
         "backup_id": run.backup_id,
         "bytes": run.bytes,
         "rows": run.rows,
+        "target": run.target,
+        "mode": run.mode,
         "error": run.error,
     }
+
+
+def _target(run: Run) -> str:
+    """Where a restore or drill went, and how: ``db2:shop.orders (replace)``, shortened."""
+    if not run.target:
+        return "-"
+    text = run.target if len(run.target) <= 40 else run.target[:39] + "…"
+    return f"{text} ({run.mode})" if run.mode else text

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import click
 
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.errors import PartialFailure, SealdumpError, UsageError
-from sealdump.history import History, RunStatus
+from sealdump.history import recorded_run
+from sealdump.log import get_logger
+from sealdump.restore.swap import sweep_server
 from sealdump.retention.prune import prune_job
+
+log = get_logger(__name__)
 
 
 @click.command()
@@ -18,7 +23,11 @@ from sealdump.retention.prune import prune_job
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @pass_state
 def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> None:
-    """Delete backups no retention rule keeps, and what failed runs left behind."""
+    """Delete backups no retention rule keeps, and what failed runs left behind.
+
+    Besides storage, each server of the selected jobs is searched for schemas that dead
+    restores left (finished and dropped; listed only with --dry-run).
+    """
     config = state.config()
     jobs = [
         j
@@ -31,24 +40,30 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
         raise UsageError("no configured job matches --server/--job")
     results: list[dict[str, Any]] = []
     failures: list[str] = []
-    history = History(config.history_url)
-    try:
-        for item in jobs:
-            run_id = (
-                None if dry_run else history.start(item.server, item.name, "manual", kind="prune")
-            )
-            try:
+    swept: set[str] = set()
+    for item in jobs:
+        recorded = (
+            nullcontext()
+            if dry_run
+            else recorded_run(config.history_url, kind="prune", server=item.server, job=item.name)
+        )
+        try:
+            with recorded:
                 report = prune_job(config, item, dry_run=dry_run)
+        except SealdumpError as exc:
+            failures.append(f"{item.server}/{item.name}: {exc}")
+            continue
+        result: dict[str, Any] = {**vars(report), "dry_run": dry_run, "leftover_schemas": []}
+        if item.server not in swept:  # once per server: schemas dead restores left there
+            swept.add(item.server)
+            try:
+                result["leftover_schemas"] = sweep_server(
+                    config.servers[item.server], dry_run=dry_run
+                )
             except SealdumpError as exc:
-                failures.append(f"{item.server}/{item.name}: {exc}")
-                if run_id is not None:
-                    history.finish(run_id, RunStatus.FAILED, error=str(exc))
-                continue
-            if run_id is not None:
-                history.finish(run_id, RunStatus.SUCCESS)
-            results.append({**vars(report), "dry_run": dry_run})
-    finally:
-        history.close()
+                result["leftover_error"] = str(exc)
+                log.warning("leftover schemas not checked", server=item.server, error=str(exc))
+        results.append(result)
     if state.as_json:
         emit_json(results)
     else:
@@ -64,5 +79,7 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
                 click.echo(f"  - {backup_id} (incomplete)")
             for backup_id, reasons in sorted(result["kept"].items(), reverse=True):
                 click.echo(f"  = {backup_id} ({', '.join(reasons)})")
+            for schema in result["leftover_schemas"]:
+                click.echo(f"  - schema {schema} on {result['server']} (left by a dead restore)")
     if failures:
         raise PartialFailure("prune failed for " + "; ".join(failures))

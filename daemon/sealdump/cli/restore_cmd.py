@@ -5,22 +5,26 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
 from sealdump.archive.backup import BackupReader
-from sealdump.archive.locate import locate, reader_for
+from sealdump.archive.locate import Located, locate, reader_for
 from sealdump.cli.backups_cmd import scoped
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import human_bytes, render_table
-from sealdump.config.model import Server
+from sealdump.config.model import Config, Server
 from sealdump.errors import UsageError
+from sealdump.history import RecordedRun, recorded_run
 from sealdump.restore.export import export_sql
 from sealdump.restore.load import restore as run_restore
+from sealdump.restore.objects import Mode
 from sealdump.restore.plan import TablePlan, plan_restore
 from sealdump.restore.rows import RowMode, restore_rows
+from sealdump.restore.swap import LOCK_WAIT_SECONDS
 from sealdump.storage.filesystem import FilesystemStore
 
 
@@ -68,6 +72,16 @@ def selection(function: Any) -> Any:
     show_default=True,
     help="Loading connections.",
 )
+@click.option(
+    "--lock-wait-timeout",
+    "lock_wait",
+    type=click.IntRange(1, 86400),
+    default=LOCK_WAIT_SECONDS,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long putting tables or rows in place may wait for a lock held by another "
+    "session; past it the restore fails and the target is left as it was.",
+)
 @pass_state
 def restore(
     state: State,
@@ -85,6 +99,7 @@ def restore(
     dry_run: bool,
     keep_definers: bool,
     parallel: int,
+    lock_wait: int,
 ) -> None:
     """Restore a whole backup, databases, tables or rows; nothing changes unless all of it works."""
     config = state.config()
@@ -105,18 +120,38 @@ def restore(
         raise UsageError(f"unknown target server {target_name!r} (known servers: {known})")
     if rows_only:
         _restore_rows(
-            state, reader, plan.tables[0], destination, where, pk, mode, into_table, dry_run
+            state,
+            config,
+            item,
+            reader,
+            plan.tables[0],
+            destination,
+            where,
+            pk,
+            mode,
+            into_table,
+            dry_run,
+            lock_wait,
         )
         return
-    report = run_restore(
-        reader,
-        plan,
-        destination,
-        mode="replace" if mode == "replace" else "create",
-        dry_run=dry_run,
-        keep_definers=keep_definers,
-        workers=parallel,
+    table_mode: Mode = "replace" if mode == "replace" else "create"
+    what = ", ".join(
+        d.target if d.whole else ", ".join(t.target for t in d.tables) for d in plan.databases
     )
+    target_text = f"{destination.name}:{what}"
+    with _recorded(config, item, "restore", target_text, table_mode, dry_run) as run:
+        report = run_restore(
+            reader,
+            plan,
+            destination,
+            mode=table_mode,
+            dry_run=dry_run,
+            keep_definers=keep_definers,
+            workers=parallel,
+            lock_wait_seconds=lock_wait,
+        )
+        if run is not None:
+            run.rows, run.bytes = report.rows, report.stored_bytes
     if state.as_json:
         emit_json({"backup_id": item.ref.backup_id, "target": destination.name, **vars(report)})
         return
@@ -125,6 +160,7 @@ def restore(
         [t["source"], t["target"], str(t["rows"]), str(t["chunks"]), t["action"]]
         for t in report.tables
     ]
+    _leftovers(report.leftovers_removed)
     click.echo(render_table(["FROM", "TO", "ROWS", "CHUNKS", "ACTION"], rows))
     for label in report.objects:
         click.echo(f"  + {label}")
@@ -134,8 +170,32 @@ def restore(
     )
 
 
+def _recorded(
+    config: Config, item: Located, kind: str, target: str, mode: str, dry_run: bool
+) -> AbstractContextManager[RecordedRun | None]:
+    """A restore recorded in history, as a run of the backup's job; a dry run is not."""
+    if dry_run:
+        return nullcontext()
+    return recorded_run(
+        config.history_url,
+        kind=kind,
+        server=item.ref.server,
+        job=item.ref.job,
+        target=target,
+        mode=mode,
+        backup_id=item.ref.backup_id,
+    )
+
+
+def _leftovers(removed: list[str]) -> None:
+    if removed:
+        click.echo(f"removed what dead restores left: {', '.join(removed)}", err=True)
+
+
 def _restore_rows(
     state: State,
+    config: Config,
+    item: Located,
     reader: BackupReader,
     table: TablePlan,
     destination: Server,
@@ -144,24 +204,32 @@ def _restore_rows(
     mode: str | None,
     into_table: str | None,
     dry_run: bool,
+    lock_wait: int,
 ) -> None:
     row_mode: RowMode = (
         "append" if mode == "append" else "replace" if mode == "replace" else "refuse"
     )
-    report = restore_rows(
-        reader,
-        table,
-        destination,
-        where=where,
-        pk=pk,
-        mode=row_mode,
-        into_table=into_table,
-        dry_run=dry_run,
-    )
+    name = f"{table.target_database}.{into_table}" if into_table else table.target
+    target = f"{destination.name}:{name}"
+    with _recorded(config, item, "restore-rows", target, row_mode, dry_run) as run:
+        report = restore_rows(
+            reader,
+            table,
+            destination,
+            where=where,
+            pk=pk,
+            mode=row_mode,
+            into_table=into_table,
+            dry_run=dry_run,
+            lock_wait_seconds=lock_wait,
+        )
+        if run is not None:
+            run.rows = report.inserted + report.replaced
     if state.as_json:
         emit_json(vars(report))
         return
     verb = "would" if dry_run else "did"
+    _leftovers(report.leftovers_removed)
     click.echo(
         f"{report.table} -> {report.target} on {destination.name}: fetched {report.chunks_fetched} "
         f"of {report.chunks_in_table} chunks; {report.found} matching rows in the backup; "

@@ -15,6 +15,8 @@ from typing import Any
 
 from sealdump.config.loader import Document
 from sealdump.config.model import (
+    KEY_VAULT_TIMEOUT,
+    STORAGE_TIMEOUT,
     AzureBlobStorage,
     AzureKeyVaultKey,
     Config,
@@ -28,7 +30,13 @@ from sealdump.config.model import (
     Tls,
 )
 from sealdump.config.secrets import Secret, SecretFile
-from sealdump.scheduling.schedule import Cron, parse_cron, parse_every, parse_timezone
+from sealdump.scheduling.schedule import (
+    Cron,
+    ScheduleError,
+    parse_cron,
+    parse_every,
+    parse_timezone,
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/sealdump")
 
@@ -36,6 +44,22 @@ DEFAULT_STATE_DIR = Path("/var/lib/sealdump")
 def resolve_path(base: Path, value: str) -> Path:
     """``value`` taken relative to ``base`` unless absolute, with ``..`` folded away."""
     return Path(os.path.normpath(base / value))
+
+
+def parse_duration(value: int | str) -> timedelta:
+    """A deadline: whole seconds (``90``, ``"90"``) or an interval as ``every`` takes (``30m``)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int):
+        if value < 1:
+            raise ScheduleError(f"{value!r} is not a positive number of seconds")
+        return timedelta(seconds=value)
+    try:
+        return parse_every(value)
+    except ScheduleError:
+        raise ScheduleError(
+            f"{value!r} is not a duration such as 90 (seconds), 30m, 2h or 1d"
+        ) from None
 
 
 def _secret_file(doc: Document, value: str | None) -> SecretFile | None:
@@ -78,6 +102,7 @@ def build(main: Document, servers: list[Document], servers_dir: Path) -> Config:
                 max_concurrency=item.get("max_concurrency", 4),
                 immutability_days=item.get("immutability_days"),
                 legal_hold=item.get("legal_hold", False),
+                timeout=float(item.get("timeout", STORAGE_TIMEOUT)),
             )
     keys: dict[str, KeyConfig] = {}
     for name, item in data.get("keys", {}).items():
@@ -100,6 +125,7 @@ def build(main: Document, servers: list[Document], servers_dir: Path) -> Config:
                 authority_host=item.get("authority_host"),
                 ca_file=_path(main, item.get("ca_file")),
                 verify_challenge_resource=item.get("verify_challenge_resource", True),
+                timeout=float(item.get("timeout", KEY_VAULT_TIMEOUT)),
             )
     built: dict[str, Server] = {}
     for doc in servers:
@@ -141,6 +167,7 @@ def _build_server(doc: Document, defaults: dict[str, Any], default_retention: Re
             exclude_tables=tuple(job.get("exclude_tables", ())),
             retention=_retention(job.get("retention"), default_retention),
             connections=job.get("connections", 2),
+            timeout=parse_duration(job["timeout"]) if "timeout" in job else None,
             drill=job.get("drill"),
             webhooks=dict(job.get("webhooks", {})),
             drill_target=job.get("drill_target"),

@@ -16,6 +16,9 @@ from sealdump.config.secrets import Secret, SecretFile
 from sealdump.scheduling.schedule import Cron
 
 TlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify"]
+# Default per-request deadlines, in seconds, retries and back-off included.
+STORAGE_TIMEOUT = 120.0
+KEY_VAULT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class AzureBlobStorage:
     max_concurrency: int = 4
     immutability_days: int | None = None
     legal_hold: bool = False
+    timeout: float = STORAGE_TIMEOUT  # seconds per request, retries included
     type: Literal["azure-blob"] = "azure-blob"
 
 
@@ -86,6 +90,7 @@ class AzureKeyVaultKey:
     authority_host: str | None = None
     ca_file: Path | None = None
     verify_challenge_resource: bool = True
+    timeout: float = KEY_VAULT_TIMEOUT  # seconds per call, retries included
     type: Literal["azure-key-vault"] = "azure-key-vault"
 
 
@@ -118,6 +123,9 @@ class Job:
     exclude_tables: tuple[str, ...] = ()
     retention: Retention = field(default_factory=Retention)
     connections: int = 2
+    # Overall deadline of one run: past it the run is stopped, cleaned up, recorded as failed
+    # and retried as a transient failure. None: no deadline.
+    timeout: timedelta | None = None
     drill: str | None = None  # cron text, validated; the daemon schedules it
     drill_target: str | None = None
     webhooks: dict[str, str] = field(default_factory=dict)  # start / success / failure

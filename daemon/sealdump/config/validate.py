@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from ruamel.yaml import YAML
 
-from sealdump.config.build import build, resolve_path
+from sealdump.config.build import build, parse_duration, resolve_path
 from sealdump.config.loader import Document, KeyPath, load_document
 from sealdump.config.model import Config
 from sealdump.errors import ConfigError
@@ -259,6 +259,7 @@ def _server_checks(
             ("schedule", parse_cron),
             ("every", parse_every),
             ("timezone", parse_timezone),
+            ("timeout", parse_duration),
         ):
             if isinstance(job.get(key), str):
                 try:

@@ -1,6 +1,7 @@
 """Job history: every run recorded in a SQL database (SQLite by default)."""
 
 from sealdump.history.models import Run, RunStatus
-from sealdump.history.store import History
+from sealdump.history.recorded import RecordedRun, recorded_run
+from sealdump.history.store import History, Recovery, recoveries
 
-__all__ = ["History", "Run", "RunStatus"]
+__all__ = ["History", "RecordedRun", "Recovery", "Run", "RunStatus", "recorded_run", "recoveries"]

@@ -9,7 +9,16 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -48,10 +57,18 @@ class Base(DeclarativeBase):
 
 
 class Run(Base):
-    """One execution of a job: a backup, a restore drill, a prune."""
+    """One execution of a job: a backup, a restore drill, a prune, a restore.
+
+    ``hostname``, ``pid`` and ``process_start`` name the process running it, so that a run
+    whose process died (SIGKILL, OOM, power loss) can be told from one still going; a
+    process on another host proves it is alive by refreshing ``heartbeat_at`` (its lease).
+    """
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_server_job_started", "server", "job", "started_at"),)
+    __table_args__ = (
+        Index("ix_runs_server_job_started", "server", "job", "started_at"),
+        Index("ix_runs_status", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     server: Mapped[str] = mapped_column(String(64))
@@ -63,6 +80,14 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     scheduled_for: Mapped[datetime | None] = mapped_column(UtcDateTime())
     hostname: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    # "BOOT_ID:TICKS": the boot and the start time (clock ticks since boot) of ``pid``, which
+    # tell a reused pid, or the same pid after a reboot, from the process that ran this.
+    process_start: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Restores: where to ("server:db.table, db2") and how (create, replace, append, refuse).
+    target: Mapped[str | None] = mapped_column(Text)
+    mode: Mapped[str | None] = mapped_column(String(16))
     backup_id: Mapped[str | None] = mapped_column(String(64), index=True)
     bytes: Mapped[int | None] = mapped_column(BigInteger)
     rows: Mapped[int | None] = mapped_column(BigInteger)

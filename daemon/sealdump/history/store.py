@@ -2,34 +2,96 @@
 
 The schema is brought up to date by Alembic every time the database is opened, so an
 upgraded sealdump never needs a manual migration step.
+
+History tells the truth under faults: each run records the process running it and a
+heartbeat, so a run whose process died (SIGKILL, OOM killer, power loss) is closed as
+``interrupted`` by the next command instead of showing ``running`` forever; and a damaged
+SQLite file (truncated, header overwritten) is moved aside and replaced by a fresh one
+instead of stopping every backup until someone intervenes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sqlite3
 import threading
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, select, text, update
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from sealdump.config.show import redact_url
 from sealdump.errors import HistoryError
 from sealdump.history.models import Claim, Run, RunStatus
+from sealdump.log import get_logger
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+# A run on another host whose heartbeat is older than this is taken for dead.
+LEASE_SECONDS = 300.0
 
 # Alembic's migration context is process-global, so two threads must never migrate at once;
 # and once a database is current, later opens in the same process need not look again.
 _MIGRATE_LOCK = threading.Lock()
 _MIGRATED: set[str] = set()
+
+# sqlite3 result codes of a damaged file (the low byte of extended codes).
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_DAMAGE_MESSAGES = ("file is not a database", "database disk image is malformed")
+
+
+@dataclass
+class Recovery:
+    """A damaged SQLite history file that was moved aside and replaced by a fresh one."""
+
+    url: str
+    path: Path
+    moved_to: Path
+    reason: str
+    at: datetime
+    reported_to: set[str] = field(default_factory=set)
+
+    @property
+    def message(self) -> str:
+        """One line for logs and webhooks."""
+        return (
+            f"history database {self.path} was damaged ({self.reason}); moved it aside to "
+            f"{self.moved_to} and started a new one"
+        )
+
+
+_RECOVERIES: list[Recovery] = []
+_RECOVERIES_LOCK = threading.Lock()
+
+
+def recoveries() -> list[Recovery]:
+    """Every history file this process found damaged and replaced (the daemon's metric)."""
+    with _RECOVERIES_LOCK:
+        return list(_RECOVERIES)
+
+
+def unreported_recoveries(url: str, listener: str) -> list[Recovery]:
+    """Recoveries of ``url`` not yet reported to ``listener`` (a webhook URL); now they are."""
+    with _RECOVERIES_LOCK:
+        fresh = [r for r in _RECOVERIES if r.url == url and listener not in r.reported_to]
+        for recovery in fresh:
+            recovery.reported_to.add(listener)
+        return fresh
 
 
 def _now() -> datetime:
@@ -46,10 +108,22 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class History:
-    """The run history at ``url`` (any SQLAlchemy URL), migrated to the current schema."""
+    """The run history at ``url`` (any SQLAlchemy URL), migrated to the current schema.
+
+    A SQLite file found damaged is moved aside (``history.db.corrupt-YYYYmmddTHHMMSSZ``, with
+    its ``-wal`` and ``-shm``) and a fresh database created; ``recovered`` then says so.
+    Other databases (MySQL, PostgreSQL shared by several daemons) are never touched: their
+    errors are ``HistoryError``.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.recovered: Recovery | None = None
+        # Whether the file was replaced since this object opened it (recovered here, or by
+        # another thread or process): a run started before is then no longer in it.
+        self.replaced = False
+        self._file: Path | None = None
+        self._file_id: tuple[int, int] | None = None
         try:
             parsed = make_url(url)
             if parsed.get_backend_name() == "sqlite" and parsed.database not in (
@@ -57,19 +131,48 @@ class History:
                 "",
                 ":memory:",
             ):
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.engine: Engine = create_engine(parsed)
-            if parsed.get_backend_name() == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                self._file = Path(str(parsed.database))
+                self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.engine: Engine = self._engine()
             with _MIGRATE_LOCK:
-                if url not in _MIGRATED:
-                    self._migrate()
-                    _MIGRATED.add(url)
+                self._ensure_schema()
         except (SQLAlchemyError, OSError) as exc:
             raise HistoryError(
                 f"cannot open history database {redact_url(url)}: {_reason(exc)}"
             ) from exc
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _engine(self) -> Engine:
+        engine = create_engine(make_url(self.url))
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+
+    # -- schema, damage and recovery -----------------------------------------------------
+    def _ensure_schema(self) -> None:
+        """Migrate (or, if done already in this process, check); recover a damaged file."""
+        seen = self._identity()
+        try:
+            if self.url not in _MIGRATED or not self._still_there():
+                self._migrate()
+                _MIGRATED.add(self.url)
+        except SQLAlchemyError as exc:
+            if not self._damaged(exc):
+                raise
+            self._recover(exc, seen)
+        self._file_id = self._identity()
+
+    def _still_there(self) -> bool:
+        """For a file migrated earlier: is it still a current database (not removed, whole)?"""
+        if self._file is None:
+            return True
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError as exc:
+            if self._damaged(exc):
+                raise
+            return False  # removed or emptied: migrate it afresh
+        return True
 
     def _migrate(self) -> None:
         alembic_config = AlembicConfig()
@@ -80,16 +183,179 @@ class History:
                     alembic_config.attributes["connection"] = connection
                     command.upgrade(alembic_config, "head")
                 return
-            except SQLAlchemyError:
+            except SQLAlchemyError as exc:
                 # Daemons sharing one database may migrate it at the same moment: the loser
                 # of that race finds the schema current on its next attempt.
-                if attempt == 3:
+                if attempt == 3 or self._damaged(exc):
                     raise
                 time.sleep(0.5 * (attempt + 1))
+
+    def _damaged(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the SQLite file itself is damaged (not locked, not denied)."""
+        original = getattr(exc, "orig", None)
+        if self._file is None or not isinstance(original, sqlite3.DatabaseError):
+            return False
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+        return any(message in str(original) for message in _DAMAGE_MESSAGES)
+
+    def _recover(self, exc: SQLAlchemyError, seen: tuple[int, int] | None) -> None:
+        """Move the damaged file (``seen``) aside, start a fresh one; holds _MIGRATE_LOCK."""
+        path = self._file
+        if path is None:
+            raise exc
+        self.engine.dispose()
+        with _directory_lock(path.parent):
+            replaced_by_another = self._identity() != seen
+            moved = None if replaced_by_another else _move_aside(path)
+            self.engine = self._engine()
+            self._migrate()
+            _MIGRATED.add(self.url)
+        self._file_id = self._identity()
+        self.replaced = True
+        if moved is None:
+            return  # another process moved it aside meanwhile and reports that
+        recovery = Recovery(self.url, path, moved, _reason(exc), _now())
+        with _RECOVERIES_LOCK:
+            _RECOVERIES.append(recovery)
+        self.recovered = recovery
+        log.error(
+            "history database damaged: moved it aside and started a new one",
+            path=str(path),
+            moved_to=str(moved),
+            reason=recovery.reason,
+        )
+
+    def _identity(self) -> tuple[int, int] | None:
+        if self._file is None:
+            return None
+        try:
+            stat = self._file.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _follow_replacement(self) -> None:
+        """Reopen if the file was moved aside or removed since we opened it."""
+        if self._file is None or self._identity() == self._file_id:
+            return
+        with _MIGRATE_LOCK:
+            self.engine.dispose()
+            self.engine = self._engine()
+            _MIGRATED.discard(self.url)
+            self._ensure_schema()
+        self.replaced = True
+
+    def _call(self, operation: Callable[[Session], T], what: str) -> T:
+        """Run ``operation`` in a transaction; a damaged file is recovered and it runs again."""
+        for attempt in range(2):
+            try:
+                self._follow_replacement()
+                with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                    return operation(session)
+            except SQLAlchemyError as exc:
+                if attempt == 1 or not self._damaged(exc):
+                    raise HistoryError(f"cannot {what} history: {_reason(exc)}") from exc
+                try:
+                    with _MIGRATE_LOCK:
+                        self._recover(exc, self._file_id)
+                except (SQLAlchemyError, OSError) as error:
+                    raise HistoryError(f"cannot {what} history: {_reason(error)}") from error
+            except OSError as exc:
+                raise HistoryError(f"cannot {what} history: {_reason(exc)}") from exc
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Release the database connections."""
         self.engine.dispose()
+
+    # -- runs ----------------------------------------------------------------------------
+    def open_run(
+        self,
+        server: str,
+        job: str,
+        trigger: str,
+        kind: str = "backup",
+        scheduled_for: datetime | None = None,
+        *,
+        target: str | None = None,
+        mode: str | None = None,
+        backup_id: str | None = None,
+    ) -> Run:
+        """Record that a run of this process began; returns its row (detached)."""
+        now = _now()
+        run = Run(
+            server=server,
+            job=job,
+            kind=kind,
+            trigger=trigger,
+            status=RunStatus.RUNNING.value,
+            started_at=now,
+            scheduled_for=scheduled_for,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            process_start=process_start(os.getpid()) or None,
+            heartbeat_at=now,
+            target=target,
+            mode=mode,
+            backup_id=backup_id,
+        )
+
+        def insert(session: Session) -> Run:
+            session.add(run)
+            session.flush()
+            return run
+
+        return self._call(insert, "write")
+
+    def close_run(self, run: Run) -> None:
+        """Write how ``run`` (from ``open_run``, its fields set by the caller) ended.
+
+        If the file was replaced meanwhile (recovered from damage) the run is recorded anew.
+        """
+        finished = {
+            "status": run.status,
+            "finished_at": run.finished_at or _now(),
+            "error": run.error,
+            "backup_id": run.backup_id,
+            "bytes": run.bytes,
+            "rows": run.rows,
+        }
+
+        def write(session: Session) -> None:
+            row = session.get(Run, run.id)
+            if row is not None and _same_run(row, run):
+                for name, value in finished.items():
+                    setattr(row, name, value)
+                return
+            if not self.replaced:
+                raise HistoryError(f"no run {run.id} in the history database")
+            fields = {c.key: getattr(run, c.key) for c in Run.__table__.columns if c.key != "id"}
+            again = Run(**{**fields, **finished})
+            session.add(again)
+            session.flush()
+            run.id = again.id
+
+        self._call(write, "write")
+
+    def beat(self, run: Run) -> bool:
+        """Refresh the heartbeat of a running run of this process; False if it is not there."""
+
+        def write(session: Session) -> bool:
+            result = session.execute(
+                update(Run)
+                .where(
+                    Run.id == run.id,
+                    Run.status == RunStatus.RUNNING.value,
+                    Run.hostname == run.hostname,
+                    Run.pid == run.pid,
+                )
+                .values(heartbeat_at=_now())
+            )
+            return bool(_rowcount(result))
+
+        return self._call(write, "write")
 
     def start(
         self,
@@ -100,20 +366,7 @@ class History:
         scheduled_for: datetime | None = None,
     ) -> int:
         """Record that a run began; returns its id for ``finish``."""
-        run = Run(
-            server=server,
-            job=job,
-            kind=kind,
-            trigger=trigger,
-            status=RunStatus.RUNNING.value,
-            started_at=_now(),
-            scheduled_for=scheduled_for,
-            hostname=socket.gethostname(),
-        )
-        with self._write() as session:
-            session.add(run)
-            session.flush()
-            return run.id
+        return self.open_run(server, job, trigger, kind, scheduled_for).id
 
     def finish(
         self,
@@ -126,7 +379,8 @@ class History:
         rows: int | None = None,
     ) -> None:
         """Record how a run ended."""
-        with self._write() as session:
+
+        def write(session: Session) -> None:
             run = session.get(Run, run_id)
             if run is None:
                 raise HistoryError(f"no run {run_id} in the history database")
@@ -137,6 +391,45 @@ class History:
             run.bytes = bytes_
             run.rows = rows
 
+        self._call(write, "write")
+
+    def close_dead_runs(self, lease_seconds: float = LEASE_SECONDS) -> list[Run]:
+        """Mark ``interrupted`` every ``running`` run whose process is gone; never raises.
+
+        On this host a run is dead when its pid no longer exists or now belongs to another
+        process (a different start time); from another host, when its heartbeat is older
+        than ``lease_seconds``. Each closed run is logged as a warning and returned.
+        """
+        host = socket.gethostname()
+        now = _now()
+        closed: list[Run] = []
+        try:
+            running = self._call(
+                lambda s: s.scalars(select(Run).where(Run.status == RunStatus.RUNNING.value)).all(),
+                "read",
+            )
+            for run in running:
+                reason = _dead_reason(run, host, now, lease_seconds)
+                if reason is None:
+                    continue
+                last_seen = run.heartbeat_at or run.started_at
+                if self._call(_closer(run, reason, last_seen), "write"):
+                    run.status = RunStatus.INTERRUPTED.value
+                    run.finished_at = last_seen
+                    run.error = reason
+                    closed.append(run)
+                    log.warning(
+                        "closed a run whose process is gone",
+                        run=run.id,
+                        kind=run.kind,
+                        server=run.server,
+                        job=run.job,
+                        reason=reason,
+                    )
+        except HistoryError as exc:
+            log.warning("could not close dead runs in history", error=str(exc))
+        return closed
+
     def claim(self, job_key: str, fire_time: datetime) -> bool:
         """Claim one scheduled run; False if another daemon already has it."""
         claim = Claim(
@@ -145,18 +438,16 @@ class History:
             claimed_by=f"{socket.gethostname()}:{os.getpid()}",
             claimed_at=_now(),
         )
-        session = self._sessions()
-        try:
+
+        def insert(session: Session) -> None:
             session.add(claim)
-            session.commit()
-        except IntegrityError:
-            session.rollback()
-            return False
-        except SQLAlchemyError as exc:
-            session.rollback()
-            raise HistoryError(f"cannot claim a run in history: {_reason(exc)}") from exc
-        finally:
-            session.close()
+
+        try:
+            self._call(insert, "claim a run in")
+        except HistoryError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                return False
+            raise
         return True
 
     def runs(
@@ -177,37 +468,128 @@ class History:
             query = query.where(Run.server == server)
         if job is not None:
             query = query.where(Run.job == job)
-        try:
-            with self._sessions() as session:
-                return session.scalars(query).all()
-        except SQLAlchemyError as exc:
-            raise HistoryError(f"cannot read history: {_reason(exc)}") from exc
-
-    def _write(self) -> _WriteSession:
-        return _WriteSession(self._sessions())
+        return self._call(lambda session: session.scalars(query).all(), "read")
 
 
-class _WriteSession:
-    """A session committed on success, rolled back on error, errors as HistoryError."""
+def _closer(run: Run, reason: str, last_seen: datetime) -> Callable[[Session], bool]:
+    """Close ``run`` unless it finished or beat meanwhile."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def write(session: Session) -> bool:
+        result = session.execute(
+            update(Run)
+            .where(
+                Run.id == run.id,
+                Run.status == RunStatus.RUNNING.value,
+                Run.heartbeat_at == run.heartbeat_at,
+            )
+            .values(status=RunStatus.INTERRUPTED.value, finished_at=last_seen, error=reason)
+        )
+        return bool(_rowcount(result))
 
-    def __enter__(self) -> Session:
-        return self.session
+    return write
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            if exc is None:
-                self.session.commit()
-            else:
-                self.session.rollback()
-        except SQLAlchemyError as error:
-            raise HistoryError(f"cannot write history: {_reason(error)}") from error
-        finally:
-            self.session.close()
-        if isinstance(exc, SQLAlchemyError):
-            raise HistoryError(f"cannot write history: {_reason(exc)}") from exc
+
+def _rowcount(result: Any) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+def _same_run(row: Run, run: Run) -> bool:
+    """Whether ``row`` is the run this process opened (not another in a replaced file)."""
+    return (row.hostname, row.pid, row.server, row.job, row.kind) == (
+        run.hostname,
+        run.pid,
+        run.server,
+        run.job,
+        run.kind,
+    )
+
+
+def _dead_reason(run: Run, host: str, now: datetime, lease_seconds: float) -> str | None:
+    """Why ``run`` cannot be running any more, or None if it may be."""
+    if run.hostname == host and run.pid is not None:
+        current = process_start(run.pid)
+        if current is None:
+            return f"process {run.pid} on host {host} ended without finishing (killed?)"
+        if run.process_start and current and current != run.process_start:
+            return (
+                f"process {run.pid} on host {host} ended without finishing (killed?); "
+                f"the pid now belongs to another process"
+            )
+        return None
+    last = run.heartbeat_at or run.started_at
+    if now - last <= timedelta(seconds=lease_seconds):
+        return None
+    return (
+        f"no heartbeat from host {run.hostname or '?'} since "
+        f"{last:%Y-%m-%d %H:%M:%SZ}: lease expired"
+    )
+
+
+def process_start(pid: int) -> str | None:
+    """``BOOT_ID:TICKS`` of a running process; None if there is none; "" if unknowable.
+
+    TICKS is field 22 of /proc/PID/stat (start time in clock ticks since boot): with the
+    boot id it tells the process that recorded a run from a later one given the same pid.
+    """
+    if pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux: no such process
+        return _exists_without_procfs(pid)
+    except OSError:
+        return ""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # a zombie has ended: only its exit status is left
+        return None
+    return f"{_boot_id()}:{fields[19]}"
+
+
+def _exists_without_procfs(pid: int) -> str | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return ""  # exists, another user's
+    return ""
+
+
+@cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` (and its -wal, -shm, -journal) to ``path.corrupt-STAMP``."""
+    stamp = _now().strftime("%Y%m%dT%H%M%SZ")
+    moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+    number = 1
+    while moved.exists():
+        moved = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
+        number += 1
+    os.replace(path, moved)
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, moved.with_name(moved.name + suffix))
+    return moved
+
+
+@contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on ``directory``, so one process at a time replaces a file in it."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _reason(exc: BaseException) -> str:

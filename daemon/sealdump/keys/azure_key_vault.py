@@ -9,27 +9,36 @@ rotation never strands a backup. Two SDK traps are handled here:
 - the SDK wraps locally whenever it holds key material. That is right for RSA (the public
   key) but for Managed HSM ``oct-HSM`` keys it "wraps" with a random local key and the data
   is lost, so for A256KW the local path is switched off and the service does the wrap.
+
+Every call has a deadline, the key's ``timeout`` (see ``VaultDeadline``); one that runs out
+of time is a transient ``KeyProviderError`` saying it timed out and naming the key URL.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
 )
+from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
 
 from sealdump.config.model import AzureKeyVaultKey
-from sealdump.errors import IntegrityError, KeyProviderError
+from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError
 from sealdump.keys.base import Wrapping
 from sealdump.log import get_logger
 
@@ -40,14 +49,92 @@ ALGORITHMS = {
     "RSA-OAEP": KeyWrapAlgorithm.rsa_oaep,
     "A256KW": KeyWrapAlgorithm.aes_256,
 }
-# azure-core retries throttling (429) and 5xx with exponential backoff; these bound it.
-_RETRY = {"retry_total": 4, "retry_backoff_factor": 0.4, "retry_backoff_max": 30}
+# azure-core retries throttling (429), 5xx and (for GET) lost connections, with exponential
+# back-off: 0, 0.8, 1.6, 3.2 s, never more than VaultDeadline.socket.
+_RETRIES = 4
+_BACKOFF_FACTOR = 0.4
+_SOCKET_SHARE = 6  # each socket timeout is a sixth of the deadline...
+_SOCKET_MAX = 30.0  # ...and at most 30 s: Key Vault answers small requests quickly
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _PUBLIC_AUTHORITIES = {
     "https://login.microsoftonline.com",
     "https://login.microsoftonline.us",
     "https://login.chinacloudapi.cn",
 }
 _PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get"}
+
+
+@dataclass(frozen=True)
+class VaultDeadline:
+    """azure-core settings that keep every Key Vault call within the key's ``timeout``.
+
+    With ``s = min(timeout / 6, 30)`` as connect and read timeout, azure-core's RetryPolicy
+    gets an absolute ``timeout`` of ``budget = timeout - 2 * s``. The policy starts no
+    attempt once ``budget`` is spent and clamps each attempt's connect timeout to what is
+    left, so the last attempt starts before ``budget`` and ends within one more read
+    timeout ``s``; a back-off (or a server's Retry-After, capped here) of at most ``s``
+    may follow before the policy gives up. Hence::
+
+        bound = budget + s + s = timeout
+
+    The default 60 s gives s = 10 s and budget = 40 s. Wrap and unwrap are POSTs, which
+    azure-core does not resend after a lost connection (only on 5xx answers), so a stalled
+    vault fails them within one ``s``. A token request (managed identity, service
+    principal), when a call needs a new token, runs inside that call's first attempt with
+    the same socket timeouts and retry count; its own retries come on top of the bound.
+    """
+
+    timeout: float
+
+    @property
+    def socket(self) -> float:
+        """Connect and read timeout of one attempt; also the longest back-off."""
+        return min(self.timeout / _SOCKET_SHARE, _SOCKET_MAX)
+
+    @property
+    def budget(self) -> float:
+        """The RetryPolicy's absolute timeout: no attempt starts after it."""
+        return self.timeout - 2 * self.socket
+
+    @property
+    def bound(self) -> float:
+        """Worst case of one call against a stalled vault, retries included."""
+        return self.budget + 2 * self.socket
+
+    def transport_options(self) -> dict[str, Any]:
+        """Socket timeouts and retry count, for clients and credentials alike."""
+        return {
+            "connection_timeout": self.socket,
+            "read_timeout": self.socket,
+            "retry_total": _RETRIES,
+            "retry_backoff_factor": _BACKOFF_FACTOR,
+            "retry_backoff_max": self.socket,
+        }
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for KeyClient and CryptographyClient."""
+        options = self.transport_options()
+        options["retry_policy"] = _BoundedRetry(
+            retry_after_max=self.socket,
+            timeout=self.budget,
+            retry_total=_RETRIES,
+            retry_backoff_factor=_BACKOFF_FACTOR,
+            retry_backoff_max=self.socket,
+        )
+        return options
+
+
+class _BoundedRetry(RetryPolicy[Any, Any]):
+    """azure-core's RetryPolicy, with a server's Retry-After capped so the bound holds."""
+
+    def __init__(self, *, retry_after_max: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._retry_after_max = retry_after_max
+
+    def get_retry_after(self, response: Any) -> float | None:
+        """Retry-After as the service says, but never longer than ``retry_after_max``."""
+        value = super().get_retry_after(response)
+        return None if value is None else min(value, self._retry_after_max)
 
 
 def parse_key_url(url: str) -> tuple[str, str, str | None]:
@@ -63,6 +150,7 @@ def make_credential(config: AzureKeyVaultKey) -> TokenCredential:
     """A service principal when one is configured, else DefaultAzureCredential."""
     from azure.identity import ClientSecretCredential, DefaultAzureCredential
 
+    options: dict[str, Any] = VaultDeadline(config.timeout).transport_options()
     if config.client_secret_file is not None:
         if not (config.tenant_id and config.client_id):
             raise KeyProviderError(
@@ -70,7 +158,6 @@ def make_credential(config: AzureKeyVaultKey) -> TokenCredential:
             )
         log.info("key vault authentication", key=config.name, method="service principal")
         secret = config.client_secret_file.read()
-        options: dict[str, Any] = {}
         if config.authority_host:
             # Sovereign clouds, or a local stand-in: Microsoft's instance discovery does not
             # know other hosts.
@@ -84,7 +171,7 @@ def make_credential(config: AzureKeyVaultKey) -> TokenCredential:
     log.info(
         "key vault authentication", key=config.name, method="default credential (managed identity)"
     )
-    return DefaultAzureCredential(managed_identity_client_id=config.client_id)
+    return DefaultAzureCredential(managed_identity_client_id=config.client_id, **options)
 
 
 class AzureKeyVaultProvider:
@@ -97,13 +184,14 @@ class AzureKeyVaultProvider:
         self.config = config
         self.vault_url, self.key_name, self.pinned_version = parse_key_url(config.key_url)
         self.algorithm = config.algorithm
+        self.deadline = VaultDeadline(config.timeout)
         self._credential = credential
         self._clients: dict[str, CryptographyClient] = {}
         self._unwrapped: dict[tuple[str, bytes], bytes] = {}
         self._lock = threading.Lock()
 
     def _options(self) -> dict[str, Any]:
-        options: dict[str, Any] = dict(_RETRY)
+        options: dict[str, Any] = self.deadline.client_options()
         options["verify_challenge_resource"] = self.config.verify_challenge_resource
         if self.config.ca_file is not None:
             options["connection_verify"] = str(Path(self.config.ca_file))
@@ -181,35 +269,67 @@ class AzureKeyVaultProvider:
 
     def _call(self, operation: str, key_id: str, function: Any, *args: Any) -> Any:
         """Run one SDK call, turning its exceptions into one operator-readable sentence."""
+        started = time.monotonic()
         try:
             return function(*args)
-        except ResourceNotFoundError:
-            raise KeyProviderError(f"Key Vault key {key_id} does not exist (deleted?)") from None
-        except ClientAuthenticationError as exc:
-            raise KeyProviderError(
+        except AzureError as exc:
+            raise self._error(operation, key_id, exc, time.monotonic() - started) from None
+
+    def _error(self, operation: str, key_id: str, exc: AzureError, elapsed: float) -> SealdumpError:
+        if _timed_out(exc):
+            return KeyProviderError(
+                f"Key Vault timed out after {elapsed:.0f} s: no answer to {operation} on "
+                f"{key_id} (timeout: {self.config.timeout:g} s per call, retries included)",
+                transient=True,
+            )
+        if isinstance(exc, ResourceNotFoundError):
+            return KeyProviderError(f"Key Vault key {key_id} does not exist (deleted?)")
+        if isinstance(exc, ClientAuthenticationError):
+            return KeyProviderError(
                 f"cannot authenticate to Key Vault for {key_id}: {_first_line(exc)}"
-            ) from None
-        except HttpResponseError as exc:
+            )
+        if isinstance(exc, HttpResponseError):
             message = _first_line(exc)
             if exc.status_code == 403 and "disabled" in message.lower():
-                raise KeyProviderError(f"Key Vault key version {key_id} is disabled") from None
+                return KeyProviderError(f"Key Vault key version {key_id} is disabled")
             if exc.status_code == 403:
-                raise KeyProviderError(
+                return KeyProviderError(
                     f"Key Vault refused {operation} on {key_id}: the identity lacks the keys "
                     f"'{_PERMISSION[operation]}' permission"
-                ) from None
+                )
             if exc.status_code == 400 and operation == "unwrap":
-                raise IntegrityError(
+                return IntegrityError(
                     f"Key Vault could not unwrap the data key with {key_id}: {message}"
-                ) from None
-            raise KeyProviderError(
+                )
+            return KeyProviderError(
                 f"Key Vault {operation} on {key_id} failed: {message}",
-                transient=exc.status_code in (429, 500, 502, 503, 504),
-            ) from None
-        except ServiceRequestError as exc:
-            raise KeyProviderError(
+                transient=exc.status_code in _TRANSIENT_STATUS,
+            )
+        if isinstance(exc, ServiceRequestError):
+            return KeyProviderError(
                 f"Key Vault unreachable for {key_id}: {_first_line(exc)}", transient=True
-            ) from None
+            )
+        return KeyProviderError(
+            f"Key Vault connection lost during {operation} on {key_id}: {_first_line(exc)}",
+            transient=True,
+        )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it wraps, is a connect or read timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(
+            seen, ServiceRequestTimeoutError | ServiceResponseTimeoutError | TimeoutError
+        ):
+            return True
+        if "timed out" in str(seen).lower():
+            return True
+        inner = getattr(seen, "inner_exception", None)
+        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
+    return False
 
 
 def _first_line(exc: Exception) -> str:

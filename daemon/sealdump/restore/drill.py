@@ -3,13 +3,13 @@
 Every table is restored into a scratch schema (``_sealdump_drill_*``) through the normal
 restore path, then read back with the same server-side formatting the dump used; row count
 and content hash must equal those the manifest recorded at dump time. Scratch schemas are
-dropped whatever happens.
+dropped whatever happens; a killed drill's are removed by the next restore or by prune.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pymysql
@@ -17,17 +17,17 @@ import pymysql
 from sealdump.archive.backup import BackupReader, BackupRef
 from sealdump.backup.chunks import TableReader
 from sealdump.config.model import Config, Server
-from sealdump.errors import IntegrityError, SealdumpError, UsageError
-from sealdump.history import History, RunStatus
+from sealdump.errors import IntegrityError, UsageError
+from sealdump.history import recorded_run
 from sealdump.log import get_logger
 from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
+from sealdump.restore.swap import DRILL_PREFIX, new_token, take_lock
 from sealdump.source import catalog
 from sealdump.source.catalog import quote_ident
 from sealdump.source.connect import connect
 
 log = get_logger(__name__)
-DRILL_PREFIX = "_sealdump_drill_"
 
 
 @dataclass
@@ -48,21 +48,31 @@ class DrillReport:
 
 
 def drill(reader: BackupReader, target: Server, workers: int = 4) -> DrillReport:
-    """Restore every table of the backup into scratch schemas on ``target`` and compare."""
+    """Restore every table of the backup into scratch schemas on ``target`` and compare.
+
+    The drill holds its run's named lock throughout, so that the restores it makes (and any
+    other cleaner) take its scratch schemas for a live run's, and a killed drill's for
+    leftovers.
+    """
     manifest = reader.manifest()
     report = DrillReport()
-    run = secrets.token_hex(3)
-    for index, database in enumerate(manifest["databases"]):
-        if not database["tables"]:
-            continue
-        scratch = f"{DRILL_PREFIX}{run}_{index}"
-        tables = tuple(f"{database['name']}.{t['name']}" for t in database["tables"])
-        plan = plan_restore(manifest, tables=tables, into_database=scratch)
-        try:
-            restore(reader, plan, target, workers=workers)
-            report.tables += _compare(target, scratch, database)
-        finally:
-            _drop(target, scratch)
+    run = new_token()
+    guard = connect(target)
+    try:
+        take_lock(guard.cursor(), run)
+        for index, database in enumerate(manifest["databases"]):
+            if not database["tables"]:
+                continue
+            scratch = f"{DRILL_PREFIX}{run}_{index}"
+            tables = tuple(f"{database['name']}.{t['name']}" for t in database["tables"])
+            plan = plan_restore(manifest, tables=tables, into_database=scratch)
+            try:
+                restore(reader, plan, target, workers=workers)
+                report.tables += _compare(target, scratch, database)
+            finally:
+                _drop(target, scratch)
+    finally:
+        guard.close()
     return report
 
 
@@ -108,43 +118,44 @@ def _drop(target: Server, scratch: str) -> None:
         finally:
             connection.close()
     except Exception as exc:  # noqa: BLE001 - cleanup must not hide the drill's own outcome
-        log.warning("could not drop drill schema; drop it by hand", schema=scratch, error=str(exc))
+        log.warning(
+            "could not drop drill schema; the next restore or prune removes it",
+            schema=scratch,
+            error=str(exc),
+        )
 
 
 def run_drill(
-    config: Config, reader: BackupReader, ref: BackupRef, target_name: str
+    config: Config,
+    reader: BackupReader,
+    ref: BackupRef,
+    target_name: str,
+    trigger: str = "manual",
+    scheduled_for: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Run a drill on a configured server and record it in history (kind ``drill``)."""
     target = config.servers.get(target_name)
     if target is None:
         known = ", ".join(sorted(config.servers)) or "none"
         raise UsageError(f"unknown server {target_name!r} (known servers: {known})")
-    history = History(config.history_url)
-    try:
-        run_id = history.start(ref.server, ref.job, "manual", kind="drill")
-        try:
-            report = drill(reader, target)
-        except SealdumpError as exc:
-            history.finish(run_id, RunStatus.FAILED, error=str(exc), backup_id=ref.backup_id)
-            raise
-        except BaseException:
-            history.finish(
-                run_id, RunStatus.INTERRUPTED, error="interrupted", backup_id=ref.backup_id
-            )
-            raise
+    with recorded_run(
+        config.history_url,
+        kind="drill",
+        server=ref.server,
+        job=ref.job,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        target=target_name,
+        backup_id=ref.backup_id,
+    ) as run:
+        report = drill(reader, target)
+        run.rows = report.rows
         if report.failures:
             names = ", ".join(t["table"] for t in report.failures)
-            message = (
+            raise IntegrityError(
                 f"restore test of backup {ref.backup_id} on {target_name}: "
                 f"content differs for {names}"
             )
-            history.finish(
-                run_id, RunStatus.FAILED, error=message, backup_id=ref.backup_id, rows=report.rows
-            )
-            raise IntegrityError(message)
-        history.finish(run_id, RunStatus.SUCCESS, backup_id=ref.backup_id, rows=report.rows)
-    finally:
-        history.close()
     log.info(
         "restore test passed",
         backup=ref.backup_id,

@@ -119,6 +119,7 @@ def restore_rows(
     mode: RowMode = "refuse",
     into_table: str | None = None,
     dry_run: bool = False,
+    lock_wait_seconds: int = LOCK_WAIT_SECONDS,
 ) -> RowReport:
     """Bring back the matching rows of one table; nothing changes unless all of it works."""
     entry = table.entry
@@ -140,7 +141,11 @@ def restore_rows(
     cursor = connection.cursor()
     try:
         take_lock(cursor, token)  # before the scratch schema exists: it marks the run alive
-        cursor.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+        # Waits for a lock on the live table (metadata or rows) end; nothing waits forever.
+        cursor.execute(
+            f"SET SESSION lock_wait_timeout = {int(lock_wait_seconds)}, "
+            f"SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"
+        )
         report.leftovers_removed = clean_leftovers(cursor, target.name)
         cursor.execute(f"CREATE DATABASE {quote_ident(scratch)}")
         cursor.execute(f"USE {quote_ident(scratch)}")

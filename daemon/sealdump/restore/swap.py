@@ -32,10 +32,12 @@ from typing import Any
 
 import pymysql
 
+from sealdump.config.model import Server
 from sealdump.errors import SourceError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
 from sealdump.source.catalog import qualified, quote_ident
+from sealdump.source.connect import connect
 
 log = get_logger(__name__)
 
@@ -176,8 +178,14 @@ def finish(cursor: Any, schemas: RunSchemas, keep_definers: bool = False) -> Non
     Idempotent, so it serves the restore itself and whoever finds the run's leftovers.
     """
     targets = _targets(cursor, schemas)
-    for index, target in targets.items():
-        _point_back(cursor, schemas, schemas.holding(index), target)
+    # Re-pointing a foreign key is then a metadata change, not a check of every child row.
+    cursor.execute("SET @sealdump_fk = @@SESSION.foreign_key_checks")
+    cursor.execute("SET SESSION foreign_key_checks = 0")
+    try:
+        for index, target in targets.items():
+            _point_back(cursor, schemas, schemas.holding(index), target)
+    finally:
+        cursor.execute("SET SESSION foreign_key_checks = @sealdump_fk")
     _recreate_triggers(cursor, schemas, keep_definers)
     for index in targets:
         for name in (schemas.holding(index), schemas.staging(index)):
@@ -376,6 +384,26 @@ def clean_leftovers(cursor: Any, server: str) -> list[str]:
             cursor.execute("SELECT RELEASE_LOCK(%s)", (lock_name(leftover.token),))
             cursor.fetchall()
     return removed
+
+
+def sweep_server(server: Server, *, dry_run: bool = False) -> list[str]:
+    """Connect to ``server`` and remove what dead runs left there (prune, the daemon).
+
+    With ``dry_run`` only list the schemas that would go.
+    """
+    connection = connect(server)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"SET SESSION lock_wait_timeout = {LOCK_WAIT_SECONDS}")
+        if dry_run:
+            return [name for leftover in find_leftovers(cursor) for name in leftover.schemas]
+        return clean_leftovers(cursor, server.name)
+    except pymysql.err.MySQLError as exc:
+        raise SourceError(
+            f"cannot look for leftover schemas on {server.name}: {exc.args[-1]}"
+        ) from None
+    finally:
+        connection.close()
 
 
 def _table_exists(cursor: Any, db: str, table: str) -> bool:

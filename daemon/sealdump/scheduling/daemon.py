@@ -35,6 +35,7 @@ from sealdump.errors import ConfigError, Interrupted, SealdumpError
 from sealdump.history import History, RunStatus
 from sealdump.log import get_logger
 from sealdump.restore.drill import run_drill
+from sealdump.restore.swap import sweep_server
 from sealdump.retention.prune import prune_job
 from sealdump.scheduling.metrics import Metrics, serve
 from sealdump.scheduling.notify import notify, watchdog_interval
@@ -242,15 +243,16 @@ class Daemon:
         history = History(self.config.history_url)
         now = datetime.now(UTC)
         try:
+            history.close_dead_runs()  # runs of a killed predecessor are not running
             for item in self._planned.values():
                 if item.kind != "backup":
                     continue
-                last = history.runs(item.server, item.job, limit=1, kind="backup")
-                if not last:
+                runs = history.runs(item.server, item.job, limit=20, kind="backup")
+                if not runs:
                     continue  # never ran: wait for the schedule
-                due = item.trigger.get_next_fire_time(
-                    None, last[0].started_at + timedelta(seconds=1)
-                )
+                # A run killed or cancelled backed nothing up: count from the one before it.
+                last = next((r for r in runs if r.status != RunStatus.INTERRUPTED), runs[-1])
+                due = item.trigger.get_next_fire_time(None, last.started_at + timedelta(seconds=1))
                 if due is not None and due < now - timedelta(seconds=60):
                     log.info("catching up a missed run", job=item.id, missed=due.isoformat())
                     self.scheduler.add_job(
@@ -265,15 +267,19 @@ class Daemon:
             history.close()
 
     # -- running a job -------------------------------------------------------------------
+    def _due(self, kind: str, server: str, job: str) -> datetime | None:
+        """The scheduled time a run fired for: the latest fire time of its trigger."""
+        planned = self._planned.get(f"{kind}:{server}/{job}")
+        if planned is None:
+            return None
+        window = timedelta(seconds=MISFIRE_GRACE_SECONDS)
+        return latest_fire_time(planned.trigger, datetime.now(UTC), window)
+
     def _claim(
         self, config: Config, kind: str, server: str, job: str, due: datetime | None
     ) -> bool:
         """Claim this run in the shared history, so that exactly one daemon runs it."""
         key = f"{kind}:{server}/{job}"
-        planned = self._planned.get(key)
-        if due is None and planned is not None:
-            window = timedelta(seconds=MISFIRE_GRACE_SECONDS)
-            due = latest_fire_time(planned.trigger, datetime.now(UTC), window)
         if due is None:
             return True  # nothing to agree on (the job left the config meanwhile)
         history = History(config.history_url)
@@ -291,6 +297,7 @@ class Daemon:
         """Run one job; never raises (a failing job must not disturb the scheduler)."""
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(server=server_name, job=job_name)
+        due = due or self._due(kind, server_name, job_name)
         try:
             if not self._claim(self.config, kind, server_name, job_name, due):
                 return
@@ -316,7 +323,14 @@ class Daemon:
             try:
                 if kind == "backup":
                     result = retrying(
-                        lambda: run_job(config, server, job, trigger=trigger, cancel=self.cancel),
+                        lambda: run_job(
+                            config,
+                            server,
+                            job,
+                            trigger=trigger,
+                            cancel=self.cancel,
+                            scheduled_for=due,
+                        ),
                         RETRY_DELAYS,
                         self._stop,
                     )
@@ -324,7 +338,7 @@ class Daemon:
                     self.metrics.rows.labels(server_name, job_name).set(result.rows)
                     self._retention(config, job)
                 else:
-                    self._drill(config, server_name, job)
+                    self._drill(config, server_name, job, trigger, due)
                 status = RunStatus.SUCCESS
             except Interrupted:
                 status = RunStatus.INTERRUPTED
@@ -344,18 +358,27 @@ class Daemon:
                     self.metrics.last_success.labels(*labels).set(time.time())
 
     def _retention(self, config: Config, job: Job) -> None:
-        """Prune after a successful backup; a failure here is a warning, the backup stands."""
+        """After a successful backup: prune its job, and sweep the server for what dead
+        restores left. A failure here is a warning; the backup stands."""
         try:
             pruned = prune_job(config, job)
         except SealdumpError as exc:
             log.warning("retention not applied", error=str(exc))
-            return
-        log.info("retention applied", pruned=len(pruned.pruned), kept=len(pruned.kept))
+        else:
+            log.info("retention applied", pruned=len(pruned.pruned), kept=len(pruned.kept))
+        try:
+            sweep_server(config.servers[job.server])
+        except SealdumpError as exc:
+            log.warning("leftover schemas not checked", error=str(exc))
 
-    def _drill(self, config: Config, server_name: str, job: Job) -> None:
+    def _drill(
+        self, config: Config, server_name: str, job: Job, trigger: str, due: datetime | None
+    ) -> None:
         newest = all_backups(config, server_name, job.name)
         if not newest:
             log.warning("no backup to restore-test yet")
             return
         target = job.drill_target or server_name
-        run_drill(config, reader_for(config, newest[0]), newest[0].ref, target)
+        run_drill(
+            config, reader_for(config, newest[0]), newest[0].ref, target, trigger, scheduled_for=due
+        )

@@ -12,6 +12,10 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sealdump.history import recoveries
 
 
 class Metrics:
@@ -51,6 +55,18 @@ class Metrics:
         )
         self.running = Gauge("sealdump_running_jobs", "Jobs running now.", registry=self.registry)
         self.jobs = Gauge("sealdump_scheduled_jobs", "Jobs scheduled.", registry=self.registry)
+        self.registry.register(_HistoryRecoveries())
+
+
+class _HistoryRecoveries(Collector):
+    """``sealdump_history_recovered_total``: damaged history files moved aside and replaced."""
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "sealdump_history_recovered",
+            "History databases found damaged, moved aside and started afresh.",
+            value=len(recoveries()),
+        )
 
 
 class _QuietHandler(WSGIRequestHandler):

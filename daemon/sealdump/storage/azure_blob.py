@@ -1,29 +1,39 @@
 """Backups in Azure Blob Storage, over HTTPS only.
 
 Objects are uploaded as block blobs of unknown size with bounded memory: blocks are staged
-(``stage_block``, MD5-validated by the service, retried by azure-core on timeouts and 5xx)
+(``stage_block``, MD5-validated by the service, retried by azure-storage on timeouts and 5xx)
 with at most ``max_concurrency`` in flight, then committed in one ``commit_block_list``
 carrying the tier and, when configured, an immutability policy and a legal hold. A blob
 exists only once committed, so a failed upload leaves no partial object; its uncommitted
 blocks are discarded by the service after seven days. Block sizes grow with the object so
 one object can pass 1 TiB within the 50,000-block limit.
+
+Every request has a deadline: the storage's ``timeout`` (see ``RetryPlan``). A request
+that runs out of time is a transient ``StorageError`` saying it timed out and naming the
+storage.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.exceptions import (
+    AzureError,
     ClientAuthenticationError,
     HttpResponseError,
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseError,
+    ServiceResponseTimeoutError,
 )
 from azure.storage.blob import BlobBlock, ContainerClient, ImmutabilityPolicy, StandardBlobTier
 
@@ -49,8 +59,90 @@ _PERMISSIONS = {
     "list": "l (list)",
     "delete": "d (delete)",
 }
-# azure-storage's own exponential retry (timeouts, 5xx, throttling): 15 s, then x3 each time.
-_RETRY = {"retry_total": 5}
+# HTTP statuses worth retrying later, once azure-storage's own retries gave up.
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# azure-storage's ExponentialRetry: retry i (1, 2, 3) sleeps 2**i s, +-1 s of jitter.
+_INITIAL_BACKOFF = 0
+_INCREMENT_BASE = 2
+_JITTER = 1
+_MAX_RETRIES = 3
+_SOCKET_SHARE = 6  # each socket timeout is a sixth of the deadline...
+_SOCKET_MAX = 60.0  # ...and at most the SDK's own read timeout
+# The SDK's download re-reads a broken response body after this pause (not configurable).
+_REREAD_PAUSE = 1.0
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """The azure-storage settings that keep every request within the storage's ``timeout``.
+
+    A stalled endpoint (TCP accepted, no answers) costs each attempt one socket timeout
+    ``s``: the TLS handshake or the response never comes (``connection_timeout`` covers
+    connecting and sending, ``read_timeout`` each wait for the answer), and the first
+    operation that times out ends the attempt. So one request, from the moment the endpoint
+    stops answering, ends within::
+
+        request_bound = (retries + 1) * s + sum(2**i + 1 for i in 1..retries)
+
+    (every attempt, plus each back-off at its longest). A download may first lose its
+    response body (one more ``s``), which the SDK re-requests after a fixed 1 s pause, so::
+
+        bound = s + 1 + request_bound
+
+    ``plan(timeout)`` takes ``s = min(timeout / 6, 60)`` and the most retries (at most 3)
+    for which ``bound <= timeout``. The default 120 s gives s = 20 s and 3 retries:
+    request_bound = 4 * 20 + (3 + 5 + 9) = 97 s, bound = 20 + 1 + 97 = 118 s. A 20 s
+    timeout gives s = 3.3 s and 1 retry (bound 14 s).
+
+    This bounds a stall, not a server that keeps trickling bytes (that is progress), nor
+    name resolution. Uploads run ``max_concurrency`` requests at once, each within its own
+    bound; the first failure stops new ones, so a stalled write fails within the bound too.
+    A managed identity's token request gets the same socket timeouts and retry count.
+    """
+
+    timeout: float
+    socket: float
+    retries: int
+
+    @classmethod
+    def plan(cls, timeout: float) -> RetryPlan:
+        """The plan for a ``timeout`` in seconds (see the class docstring)."""
+        socket = min(timeout / _SOCKET_SHARE, _SOCKET_MAX)
+        for retries in range(_MAX_RETRIES, 0, -1):
+            candidate = cls(timeout, socket, retries)
+            if candidate.bound <= timeout:
+                return candidate
+        return cls(timeout, socket, 0)
+
+    @property
+    def backoff(self) -> float:
+        """The longest the retries can sleep in all."""
+        return float(
+            sum(_INITIAL_BACKOFF + _INCREMENT_BASE**i + _JITTER for i in range(1, self.retries + 1))
+        )
+
+    @property
+    def request_bound(self) -> float:
+        """Worst case of one request against a stalled endpoint, retries included."""
+        return (self.retries + 1) * self.socket + self.backoff
+
+    @property
+    def bound(self) -> float:
+        """Worst case of any one storage request, a download's body re-read included."""
+        return self.socket + _REREAD_PAUSE + self.request_bound
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for the azure-storage client (transport and retry policy)."""
+        return {
+            "connection_timeout": self.socket,
+            "read_timeout": self.socket,
+            "retry_total": self.retries,
+            "initial_backoff": _INITIAL_BACKOFF,
+            "increment_base": _INCREMENT_BASE,
+            "random_jitter_range": _JITTER,
+        }
 
 
 def block_size(index: int) -> int:
@@ -95,7 +187,11 @@ def _container_client(config: AzureBlobStorage, options: dict[str, Any]) -> Cont
         storage=config.name,
         method="default credential (managed identity)",
     )
-    identity = DefaultAzureCredential(managed_identity_client_id=config.managed_identity_client_id)
+    # The token request gets the same socket timeouts and retry count as the storage's.
+    bounded = {k: options[k] for k in ("connection_timeout", "read_timeout", "retry_total")}
+    identity = DefaultAzureCredential(
+        managed_identity_client_id=config.managed_identity_client_id, **bounded
+    )
     return ContainerClient(config.account_url, config.container, credential=identity, **options)
 
 
@@ -112,12 +208,17 @@ def _account_name(account_url: str) -> str:
 
 
 class AzureBlobStore:
-    """A blob container (and prefix) holding sealdump objects."""
+    """A blob container (and prefix) holding sealdump objects.
+
+    ``client_options`` go to the azure-storage client after the deadline's own settings,
+    so tests can override one of them.
+    """
 
     def __init__(self, config: AzureBlobStorage, **client_options: Any) -> None:
         self.config = config
         self.prefix = config.prefix
-        self._client_options = {**_RETRY, **client_options}
+        self.plan = RetryPlan.plan(config.timeout)
+        self._client_options = {**self.plan.client_options(), **client_options}
         self._client: ContainerClient | None = None
         self._container_checked = False
         self._lock = threading.Lock()
@@ -133,39 +234,74 @@ class AzureBlobStore:
         """``account_url/container/prefix``."""
         return f"{self.config.account_url.rstrip('/')}/{self.config.container}/{self.prefix}"
 
+    def _call(
+        self, operation: str, name: str, function: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """One SDK request; its failure becomes a StorageError saying how long it took."""
+        started = time.monotonic()
+        try:
+            return function(*args, **kwargs)
+        except AzureError as exc:
+            raise self._error(operation, name, exc, time.monotonic() - started) from None
+
+    def _iterate(self, operation: str, name: str, items: Iterable[T]) -> Iterator[T]:
+        """Items of a paged or streamed SDK result, each fetch timed and its errors mapped."""
+        iterator = iter(items)
+        while True:
+            started = time.monotonic()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return
+            except AzureError as exc:
+                raise self._error(operation, name, exc, time.monotonic() - started) from None
+            yield item
+
     def write(self, name: str, chunks: Iterable[bytes]) -> int:
-        """Stage blocks (bounded in flight), then commit them all at once."""
+        """Stage blocks (bounded in flight), then commit them all at once.
+
+        The first failed block stops the upload: no block is started after it, and the
+        write raises once the blocks in flight have ended (each within its deadline).
+        """
         self._ensure_container()
         blob = self.client.get_blob_client(self.prefix + name)
         concurrency = self.config.max_concurrency
         slots = threading.BoundedSemaphore(concurrency)
-        futures: list[Future[None]] = []
+        failed = threading.Event()
+        futures: list[Future[Any]] = []
         ids: list[str] = []
         size = 0
 
-        def stage(index: int, data: bytes) -> None:
-            try:
-                blob.stage_block(block_id(index), data, length=len(data), validate_content="md5")
-            finally:
-                slots.release()
+        def finished(future: Future[Any]) -> None:
+            # Runs once the future is done, so a waiter woken by the slot sees the failure.
+            if future.exception() is not None:
+                failed.set()
+            slots.release()
 
         with ThreadPoolExecutor(
             max_workers=concurrency, thread_name_prefix="sealdump-upload"
         ) as pool:
-            try:
-                for index, data in enumerate(_blocks(chunks)):
-                    slots.acquire()
-                    failed = next((f for f in futures if f.done() and f.exception()), None)
-                    if failed is not None:
-                        slots.release()
-                        break
-                    futures.append(pool.submit(stage, index, data))
-                    ids.append(block_id(index))
-                    size += len(data)
-                for future in futures:
-                    future.result()
-            except (HttpResponseError, ServiceRequestError) as exc:
-                raise self._error("write", name, exc) from None
+            for index, data in enumerate(_blocks(chunks)):
+                slots.acquire()
+                if failed.is_set():
+                    slots.release()
+                    break
+                future = pool.submit(
+                    self._call,
+                    "write",
+                    name,
+                    blob.stage_block,
+                    block_id(index),
+                    data,
+                    length=len(data),
+                    validate_content="md5",
+                )
+                future.add_done_callback(finished)
+                futures.append(future)
+                ids.append(block_id(index))
+                size += len(data)
+            for future in futures:
+                future.result()
         options: dict[str, Any] = {}
         if self.config.tier:
             options["standard_blob_tier"] = TIERS[self.config.tier]
@@ -176,56 +312,55 @@ class AzureBlobStore:
             )
         if self.config.legal_hold:
             options["legal_hold"] = True
-        try:
-            blob.commit_block_list([BlobBlock(block_id=i) for i in ids], **options)
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("write", name, exc) from None
+        self._call(
+            "write", name, blob.commit_block_list, [BlobBlock(block_id=i) for i in ids], **options
+        )
         return size
 
     def read(self, name: str, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
         """Stream the blob or a range of it, ranges fetched in parallel."""
         blob = self.client.get_blob_client(self.prefix + name)
         start = offset if (offset or length is not None) else None
-        try:
-            downloader = blob.download_blob(
-                start, length, max_concurrency=self.config.max_concurrency
-            )
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("read", name, exc) from None
-        return self._chunks(downloader, name)
-
-    def _chunks(self, downloader: Any, name: str) -> Iterator[bytes]:
-        try:
-            yield from downloader.chunks()
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("read", name, exc) from None
+        downloader = self._call(
+            "read",
+            name,
+            blob.download_blob,
+            start,
+            length,
+            max_concurrency=self.config.max_concurrency,
+        )
+        return self._iterate("read", name, downloader.chunks())
 
     def size(self, name: str) -> int:
         """The blob's size."""
-        try:
-            return int(self.client.get_blob_client(self.prefix + name).get_blob_properties().size)
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("read", name, exc) from None
+        blob = self.client.get_blob_client(self.prefix + name)
+        return int(self._call("read", name, blob.get_blob_properties).size)
 
     def exists(self, name: str) -> bool:
         """Whether the blob exists."""
-        try:
-            return bool(self.client.get_blob_client(self.prefix + name).exists())
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("read", name, exc) from None
+        blob = self.client.get_blob_client(self.prefix + name)
+        return bool(self._call("read", name, blob.exists))
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Blob names under the prefix, without the storage's own prefix."""
-        try:
-            for blob in self.client.list_blobs(name_starts_with=self.prefix + prefix):
-                yield blob.name[len(self.prefix) :]
-        except (HttpResponseError, ServiceRequestError) as exc:
-            raise self._error("list", prefix or "(all)", exc) from None
+        for blob in self._listing(prefix):
+            yield blob.name[len(self.prefix) :]
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Blob names under the prefix and their sizes, from one (paged) listing."""
+        return {blob.name[len(self.prefix) :]: int(blob.size) for blob in self._listing(prefix)}
+
+    def _listing(self, prefix: str) -> Iterator[Any]:
+        """Committed blobs under the prefix, one page request at a time."""
+        pages = self.client.list_blobs(name_starts_with=self.prefix + prefix)
+        return self._iterate("list", prefix or "(all)", pages)
 
     def delete(self, name: str) -> None:
         """Delete the blob; one still under immutability or legal hold is reported and kept."""
+        blob = self.client.get_blob_client(self.prefix + name)
+        started = time.monotonic()
         try:
-            self.client.get_blob_client(self.prefix + name).delete_blob()
+            blob.delete_blob()
         except ResourceNotFoundError:
             return
         except HttpResponseError as exc:
@@ -233,9 +368,9 @@ class AzureBlobStore:
             if "Immutab" in code or "LegalHold" in code:
                 log.warning("blob is locked and was kept", blob=self.prefix + name, reason=code)
                 return
-            raise self._error("delete", name, exc) from None
-        except ServiceRequestError as exc:
-            raise self._error("delete", name, exc) from None
+            raise self._error("delete", name, exc, time.monotonic() - started) from None
+        except AzureError as exc:
+            raise self._error("delete", name, exc, time.monotonic() - started) from None
 
     def _ensure_container(self) -> None:
         """Create the container first if configured to; otherwise a missing one is reported.
@@ -245,29 +380,42 @@ class AzureBlobStore:
         with self._lock:
             if self._container_checked or not self.config.create_container:
                 return
+            started = time.monotonic()
             try:
                 self.client.create_container()
                 log.info("container created", container=self.config.container)
             except ResourceExistsError:
                 pass
-            except (HttpResponseError, ServiceRequestError) as exc:
-                raise self._error("write", "(container)", exc) from None
+            except AzureError as exc:
+                raise self._error("write", "(container)", exc, time.monotonic() - started) from None
             self._container_checked = True
 
-    def _error(self, operation: str, name: str, exc: Exception) -> StorageError:
+    def _error(
+        self, operation: str, name: str, exc: Exception, elapsed: float | None = None
+    ) -> StorageError:
         """One sentence for an SDK failure, naming the missing permission when it is one."""
         where = f"{self.describe()}{name}"
-        if isinstance(exc, ServiceRequestError):
-            text = str(exc)
-            if "CERTIFICATE_VERIFY_FAILED" in text:
-                ca = self.config.ca_file or "the system CA bundle"
-                return StorageError(
-                    f"TLS failure for {self.config.account_url}: "
-                    f"certificate not signed by a CA in {ca}"
-                )
+        storage = f"blob storage {self.config.name!r}"
+        if isinstance(exc, ServiceRequestError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            ca = self.config.ca_file or "the system CA bundle"
             return StorageError(
-                f"blob storage unreachable at {self.config.account_url}: "
-                f"{scrub(text.splitlines()[0])}",
+                f"TLS failure for {self.config.account_url}: certificate not signed by a CA in {ca}"
+            )
+        if _timed_out(exc):
+            took = f" after {elapsed:.0f} s" if elapsed is not None else ""
+            return StorageError(
+                f"{storage} timed out{took}: no answer to {operation} of {where} "
+                f"(timeout: {self.config.timeout:g} s per request, retries included)",
+                transient=True,
+            )
+        if isinstance(exc, ServiceRequestError):
+            return StorageError(
+                f"{storage} unreachable at {self.config.account_url}: {_first_line(exc)}",
+                transient=True,
+            )
+        if isinstance(exc, ServiceResponseError):
+            return StorageError(
+                f"{storage} connection lost during {operation} of {where}: {_first_line(exc)}",
                 transient=True,
             )
         code = str(getattr(exc, "error_code", "") or "")
@@ -295,8 +443,26 @@ class AzureBlobStore:
                 "(SAS expired or not valid, wrong key, or identity without access)"
             )
         return StorageError(
-            f"blob storage {operation} of {where} failed: {code or status}: {_first_line(exc)}"
+            f"{storage} {operation} of {where} failed: {code or status}: {_first_line(exc)}",
+            transient=status in _TRANSIENT_STATUS,
         )
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it wraps, is a connect or read timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(
+            seen, ServiceRequestTimeoutError | ServiceResponseTimeoutError | TimeoutError
+        ):
+            return True
+        if "timed out" in str(seen).lower():
+            return True
+        inner = getattr(seen, "inner_exception", None)
+        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
+    return False
 
 
 _QUERY = re.compile(r"\?[^\s'\"]*")

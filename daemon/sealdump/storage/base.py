@@ -2,6 +2,8 @@
 
 Names are ``/``-separated relative paths chosen by sealdump (server, job, backup id and
 opaque object ids only). A write is atomic: a reader sees the whole object or nothing.
+Every failure is a ``StorageError`` naming the storage and the cause; those worth retrying
+later (unreachable, timed out) are marked ``transient``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Every stored name under ``prefix``, in no particular order."""
+        ...
+
+    def sizes(self, prefix: str = "") -> dict[str, int]:
+        """Every stored name under ``prefix`` with its size in bytes, from one listing.
+
+        One listing, not one request per object: it is how a backup confirms all its
+        objects before writing its manifest.
+        """
         ...
 
     def delete(self, name: str) -> None:
