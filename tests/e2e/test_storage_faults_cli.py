@@ -38,9 +38,10 @@ def _files(root: Path) -> list[Path]:
 
 
 def _error_line(stderr: str) -> str:
-    """The CLI's one-line error (interpreter shutdown may print noise after it)."""
+    """The CLI's one-line error, which ends the output (no noise after it)."""
     lines = [line for line in stderr.splitlines() if line.startswith("sealdump: ")]
     assert lines, stderr
+    assert "Exception ignored" not in stderr, stderr
     return lines[-1]
 
 

@@ -400,6 +400,12 @@ def _dump_tables(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if errors or stop.failed.is_set():
+            # A cursor abandoned mid-result would, when collected after its connection
+            # closed, try to drain the rest of the result and fail noisily (or read GBs):
+            # detach them, the connections are closed anyway.
+            while not idle.empty():
+                idle.get_nowait().connection = None
     if errors:
         reason = stop.reason()
         first = next((e for e in errors if not _consequence(e)), None)

@@ -1,7 +1,8 @@
 """Job history: every run recorded in a SQL database (SQLite by default)."""
 
+from sealdump.history.damage import Recovery, recoveries
 from sealdump.history.models import Run, RunStatus
 from sealdump.history.recorded import RecordedRun, recorded_run
-from sealdump.history.store import History, Recovery, recoveries
+from sealdump.history.store import History
 
 __all__ = ["History", "RecordedRun", "Recovery", "Run", "RunStatus", "recorded_run", "recoveries"]

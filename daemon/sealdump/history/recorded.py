@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 from sealdump.errors import HistoryError, Interrupted, PartialFailure, SealdumpError
+from sealdump.history.damage import unreported_recoveries
 from sealdump.history.models import Run, RunStatus
-from sealdump.history.store import History, unreported_recoveries
+from sealdump.history.store import History
 from sealdump.log import get_logger
 from sealdump.monitoring import webhooks as hooks
 

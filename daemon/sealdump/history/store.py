@@ -1,28 +1,17 @@
-"""Open, migrate and use the history database.
+"""``History``: the run history database, migrated on open, with its runs and claims.
 
 The schema is brought up to date by Alembic every time the database is opened, so an
 upgraded sealdump never needs a manual migration step.
-
-History tells the truth under faults: each run records the process running it and a
-heartbeat, so a run whose process died (SIGKILL, OOM killer, power loss) is closed as
-``interrupted`` by the next command instead of showing ``running`` forever; and a damaged
-SQLite file (truncated, header overwritten) is moved aside and replaced by a fresh one
-instead of stopping every backup until someone intervenes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +24,15 @@ from sqlalchemy.orm import Session
 
 from sealdump.config.show import redact_url
 from sealdump.errors import HistoryError
+from sealdump.history.damage import (
+    Recovery,
+    directory_lock,
+    is_damage,
+    move_aside,
+    record_recovery,
+)
 from sealdump.history.models import Claim, Run, RunStatus
+from sealdump.history.process import dead_reason, process_start
 from sealdump.log import get_logger
 
 log = get_logger(__name__)
@@ -48,50 +45,6 @@ LEASE_SECONDS = 300.0
 # and once a database is current, later opens in the same process need not look again.
 _MIGRATE_LOCK = threading.Lock()
 _MIGRATED: set[str] = set()
-
-# sqlite3 result codes of a damaged file (the low byte of extended codes).
-_SQLITE_CORRUPT = 11
-_SQLITE_NOTADB = 26
-_DAMAGE_MESSAGES = ("file is not a database", "database disk image is malformed")
-
-
-@dataclass
-class Recovery:
-    """A damaged SQLite history file that was moved aside and replaced by a fresh one."""
-
-    url: str
-    path: Path
-    moved_to: Path
-    reason: str
-    at: datetime
-    reported_to: set[str] = field(default_factory=set)
-
-    @property
-    def message(self) -> str:
-        """One line for logs and webhooks."""
-        return (
-            f"history database {self.path} was damaged ({self.reason}); moved it aside to "
-            f"{self.moved_to} and started a new one"
-        )
-
-
-_RECOVERIES: list[Recovery] = []
-_RECOVERIES_LOCK = threading.Lock()
-
-
-def recoveries() -> list[Recovery]:
-    """Every history file this process found damaged and replaced (the daemon's metric)."""
-    with _RECOVERIES_LOCK:
-        return list(_RECOVERIES)
-
-
-def unreported_recoveries(url: str, listener: str) -> list[Recovery]:
-    """Recoveries of ``url`` not yet reported to ``listener`` (a webhook URL); now they are."""
-    with _RECOVERIES_LOCK:
-        fresh = [r for r in _RECOVERIES if r.url == url and listener not in r.reported_to]
-        for recovery in fresh:
-            recovery.reported_to.add(listener)
-        return fresh
 
 
 def _now() -> datetime:
@@ -192,13 +145,7 @@ class History:
 
     def _damaged(self, exc: BaseException) -> bool:
         """Whether ``exc`` says the SQLite file itself is damaged (not locked, not denied)."""
-        original = getattr(exc, "orig", None)
-        if self._file is None or not isinstance(original, sqlite3.DatabaseError):
-            return False
-        code = getattr(original, "sqlite_errorcode", None)
-        if code is not None:
-            return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-        return any(message in str(original) for message in _DAMAGE_MESSAGES)
+        return self._file is not None and is_damage(exc)
 
     def _recover(self, exc: SQLAlchemyError, seen: tuple[int, int] | None) -> None:
         """Move the damaged file (``seen``) aside, start a fresh one; holds _MIGRATE_LOCK."""
@@ -206,9 +153,9 @@ class History:
         if path is None:
             raise exc
         self.engine.dispose()
-        with _directory_lock(path.parent):
+        with directory_lock(path.parent):
             replaced_by_another = self._identity() != seen
-            moved = None if replaced_by_another else _move_aside(path)
+            moved = None if replaced_by_another else move_aside(path)
             self.engine = self._engine()
             self._migrate()
             _MIGRATED.add(self.url)
@@ -217,8 +164,7 @@ class History:
         if moved is None:
             return  # another process moved it aside meanwhile and reports that
         recovery = Recovery(self.url, path, moved, _reason(exc), _now())
-        with _RECOVERIES_LOCK:
-            _RECOVERIES.append(recovery)
+        record_recovery(recovery)
         self.recovered = recovery
         log.error(
             "history database damaged: moved it aside and started a new one",
@@ -409,7 +355,7 @@ class History:
                 "read",
             )
             for run in running:
-                reason = _dead_reason(run, host, now, lease_seconds)
+                reason = dead_reason(run, host, now, lease_seconds)
                 if reason is None:
                     continue
                 last_seen = run.heartbeat_at or run.started_at
@@ -502,94 +448,6 @@ def _same_run(row: Run, run: Run) -> bool:
         run.job,
         run.kind,
     )
-
-
-def _dead_reason(run: Run, host: str, now: datetime, lease_seconds: float) -> str | None:
-    """Why ``run`` cannot be running any more, or None if it may be."""
-    if run.hostname == host and run.pid is not None:
-        current = process_start(run.pid)
-        if current is None:
-            return f"process {run.pid} on host {host} ended without finishing (killed?)"
-        if run.process_start and current and current != run.process_start:
-            return (
-                f"process {run.pid} on host {host} ended without finishing (killed?); "
-                f"the pid now belongs to another process"
-            )
-        return None
-    last = run.heartbeat_at or run.started_at
-    if now - last <= timedelta(seconds=lease_seconds):
-        return None
-    return (
-        f"no heartbeat from host {run.hostname or '?'} since "
-        f"{last:%Y-%m-%d %H:%M:%SZ}: lease expired"
-    )
-
-
-def process_start(pid: int) -> str | None:
-    """``BOOT_ID:TICKS`` of a running process; None if there is none; "" if unknowable.
-
-    TICKS is field 22 of /proc/PID/stat (start time in clock ticks since boot): with the
-    boot id it tells the process that recorded a run from a later one given the same pid.
-    """
-    if pid <= 0:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if Path("/proc/self/stat").exists():
-            return None  # Linux: no such process
-        return _exists_without_procfs(pid)
-    except OSError:
-        return ""
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):  # a zombie has ended: only its exit status is left
-        return None
-    return f"{_boot_id()}:{fields[19]}"
-
-
-def _exists_without_procfs(pid: int) -> str | None:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return ""  # exists, another user's
-    return ""
-
-
-@cache
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename ``path`` (and its -wal, -shm, -journal) to ``path.corrupt-STAMP``."""
-    stamp = _now().strftime("%Y%m%dT%H%M%SZ")
-    moved = path.with_name(f"{path.name}.corrupt-{stamp}")
-    number = 1
-    while moved.exists():
-        moved = path.with_name(f"{path.name}.corrupt-{stamp}-{number}")
-        number += 1
-    os.replace(path, moved)
-    for suffix in ("-wal", "-shm", "-journal"):
-        side = path.with_name(path.name + suffix)
-        if side.exists():
-            os.replace(side, moved.with_name(moved.name + suffix))
-    return moved
-
-
-@contextmanager
-def _directory_lock(directory: Path) -> Iterator[None]:
-    """An exclusive lock on ``directory``, so one process at a time replaces a file in it."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def _reason(exc: BaseException) -> str:

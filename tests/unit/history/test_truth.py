@@ -26,7 +26,7 @@ from sqlalchemy import update
 from sealdump.errors import HistoryError, Interrupted, PartialFailure, SourceError
 from sealdump.history import History, RunStatus, recorded_run, recoveries
 from sealdump.history.models import Run
-from sealdump.history.store import process_start
+from sealdump.history.process import process_start
 from sealdump.scheduling.metrics import Metrics
 
 HOST = socket.gethostname()
