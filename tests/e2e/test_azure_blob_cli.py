@@ -69,7 +69,7 @@ def test_backup_to_blob_and_restore_one_table_exactly(
     for blob in blobs:
         parts = blob.name.split("/")
         assert parts[:4] == ["prod", "db1", "nightly", backup_id]
-        assert parts[4] in ("keys.json", "manifest", "o")
+        assert parts[4] in ("keys.json", "signature", "manifest", "o")
         assert not blob.metadata
         for word in ("fidelity", "strings", "numbers", "shop"):
             assert word not in blob.name

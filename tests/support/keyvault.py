@@ -4,7 +4,9 @@ No Key Vault emulator can be installed here, so tests run the real azure-keyvaul
 azure-identity code against this server. It speaks the parts of the REST API sealdump uses
 the way the service does: a 401 bearer challenge before any authenticated call, get key,
 list versions, create, rotate, update (enable/disable), wrapkey and unwrapkey with real RSA
-keys, 403 for a disabled version or a missing permission, and injectable 429/5xx failures.
+keys, sign and verify (PS256, RS256) with real RSA signatures, 403 for a disabled version, a
+missing permission or an operation the key's ``key_ops`` do not allow, and injectable
+429/5xx failures.
 The token endpoint is App Service's managed identity protocol (``IDENTITY_ENDPOINT`` /
 ``IDENTITY_HEADER``); the vault only accepts tokens it issued.
 """
@@ -24,15 +26,24 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from tests.support.certs import TestCA
 
 RESOURCE = "https://vault.azure.net"
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-ALL_PERMISSIONS = frozenset({"get", "list", "create", "update", "wrapKey", "unwrapKey", "rotate"})
+ALL_PERMISSIONS = frozenset(
+    {"get", "list", "create", "update", "wrapKey", "unwrapKey", "rotate", "sign", "verify"}
+)
+RSA_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
+OCT_OPS = ("encrypt", "decrypt", "wrapKey", "unwrapKey")  # Managed HSM oct-HSM: no sign
+_SIGNATURES = {
+    "PS256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+    "RS256": padding.PKCS1v15(),
+}
 _OAEP = {
     "RSA-OAEP": padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303 - the service offers it
     "RSA-OAEP-256": padding.OAEP(
@@ -60,6 +71,7 @@ class KeyVersion:
     secret: bytes | None = None  # oct-HSM key material, which the service never returns
     enabled: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
+    ops: tuple[str, ...] = RSA_OPS  # key_ops: what the service lets any caller do with it
 
 
 @dataclass
@@ -136,15 +148,24 @@ class KeyVaultStandIn:
         }
 
     # -- state the tests drive ---------------------------------------------------------
-    def create_key(self, name: str, size: int = 2048, kty: str = "RSA") -> str:
-        """Create ``name`` (or a new version of it); returns the versioned key id."""
+    def create_key(
+        self, name: str, size: int = 2048, kty: str = "RSA", ops: tuple[str, ...] | None = None
+    ) -> str:
+        """Create ``name`` (or a new version of it); returns the versioned key id.
+
+        ``ops``: the key's ``key_ops`` (default: every operation its type supports).
+        """
         with self._lock:
             versions = self.keys.setdefault(name, [])
             if kty == "oct-HSM" or (versions and versions[-1].secret is not None):
-                version = KeyVersion(secrets.token_hex(16), secret=os.urandom(32))
+                version = KeyVersion(
+                    secrets.token_hex(16), secret=os.urandom(32), ops=ops or OCT_OPS
+                )
             else:
                 version = KeyVersion(
-                    secrets.token_hex(16), private=rsa.generate_private_key(65537, size)
+                    secrets.token_hex(16),
+                    private=rsa.generate_private_key(65537, size),
+                    ops=ops or RSA_OPS,
                 )
             versions.append(version)
             return self.kid(name, version.version)
@@ -197,7 +218,7 @@ class KeyVaultStandIn:
         """The KeyBundle JSON the service returns for one version."""
         key: dict[str, Any] = {
             "kid": self.kid(name, item.version),
-            "key_ops": ["wrapKey", "unwrapKey", "encrypt", "decrypt"],
+            "key_ops": list(item.ops),
         }
         if item.private is not None:
             numbers = item.private.public_key().public_numbers()
@@ -361,10 +382,14 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
                 return "rotate", None
             if method == "PATCH" and len(rest) <= 1:
                 return "update", rest[0] if rest else None
-            if method == "POST" and len(rest) in (1, 2) and rest[-1] in ("wrapkey", "unwrapkey"):
-                return ("wrapKey" if rest[-1] == "wrapkey" else "unwrapKey"), (
-                    rest[0] if len(rest) == 2 else None
-                )
+            operations = {
+                "wrapkey": "wrapKey",
+                "unwrapkey": "unwrapKey",
+                "sign": "sign",
+                "verify": "verify",
+            }
+            if method == "POST" and len(rest) in (1, 2) and rest[-1] in operations:
+                return operations[rest[-1]], (rest[0] if len(rest) == 2 else None)
             return None, None
 
         def _ok(self, name: str, version: str | None) -> int:
@@ -376,8 +401,22 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
                 return self._error(
                     403, "Forbidden", f"Operation {operation} is not allowed on a disabled key."
                 )
+            if operation not in item.ops:
+                self._send(
+                    403,
+                    {
+                        "error": {
+                            "code": "Forbidden",
+                            "message": f"Operation {operation} is not permitted on this key.",
+                            "innererror": {"code": "KeyOperationForbidden"},
+                        }
+                    },
+                )
+                return 403
             value = unb64url(body.get("value", ""))
             alg = body.get("alg", "")
+            if operation in ("sign", "verify"):
+                return self._signature(operation, name, item, alg, body, value)
             try:
                 if item.secret is not None and alg == "A256KW":
                     wrap = operation == "wrapKey"
@@ -393,6 +432,39 @@ def _handler(vault: KeyVaultStandIn, *, is_vault: bool) -> type[BaseHTTPRequestH
             except (ValueError, InvalidUnwrap):
                 return self._error(400, "BadParameter", "Bad Request")
             self._send(200, {"kid": vault.kid(name, item.version), "value": b64url(out)})
+            return 200
+
+        def _signature(
+            self,
+            operation: str,
+            name: str,
+            item: KeyVersion,
+            alg: str,
+            body: dict[str, Any],
+            value: bytes,
+        ) -> int:
+            """Sign a digest with the private key, or verify a signature of one, as the
+            service does: the caller hashes; ``value`` (sign) or ``digest`` (verify) is the
+            32-byte SHA-256, and verify answers ``{"value": true|false}``."""
+            scheme = _SIGNATURES.get(alg)
+            if item.private is None or scheme is None:
+                return self._error(400, "BadParameter", f"unsupported algorithm {alg!r}")
+            prehashed = utils.Prehashed(hashes.SHA256())
+            if operation == "sign":
+                if len(value) != 32:
+                    return self._error(400, "BadParameter", "digest must be 32 bytes for SHA-256")
+                signature = item.private.sign(value, scheme, prehashed)
+                self._send(200, {"kid": vault.kid(name, item.version), "value": b64url(signature)})
+                return 200
+            digest = unb64url(body.get("digest", ""))
+            if len(digest) != 32:
+                return self._error(400, "BadParameter", "digest must be 32 bytes for SHA-256")
+            try:
+                item.private.public_key().verify(value, digest, scheme, prehashed)
+                valid = True
+            except InvalidSignature:
+                valid = False
+            self._send(200, {"value": valid})
             return 200
 
         def _entra(self, path: str, raw: bytes) -> None:

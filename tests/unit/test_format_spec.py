@@ -1,4 +1,4 @@
-"""Decrypt a backup by following docs/format.md alone.
+"""Decrypt a backup and check its signature by following docs/format.md alone.
 
 This module must not import sealdump's archive code: the backup is made by a separate
 process, and everything below is written from the specification.
@@ -45,6 +45,29 @@ def read_local_key(path: Path) -> bytes:
     text = data.decode().strip()
     assert text.startswith("sealdump-key-v1:")
     return base64.b64decode(text[len("sealdump-key-v1:") :])
+
+
+def len16(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def signed_message(server: str, job: str, backup_id: str, dek_id: str, manifest: bytes) -> bytes:
+    # Section 8.1.
+    return (
+        b"sealdump/v2/backup-signature"
+        + len16(b"sealdump-manifest/2")
+        + len16(server.encode())
+        + len16(job.encode())
+        + len16(backup_id.encode())
+        + len16(dek_id.encode())
+        + hashlib.sha256(manifest).digest()
+    )
+
+
+def hs256(secret: bytes, message: bytes) -> bytes:
+    # Section 8.3, HS256 (and DEK-HS256 with the data key as the secret).
+    signing_key = hmac.new(secret, b"sealdump/v2/signature-key", hashlib.sha256).digest()
+    return hmac.new(signing_key, message, hashlib.sha256).digest()
 
 
 def open_object(data: bytes, dek: bytes, backup_id: str, name: str) -> bytes:
@@ -104,11 +127,23 @@ def test_backup_decrypts_from_the_specification(tmp_path: Path) -> None:
         hmac.new(dek, b"sealdump/v1/dek-id", hashlib.sha256).hexdigest()[:32] == envelope["dek_id"]
     )
 
+    # Section 8: the signature, by the local key, over the stored manifest and the place.
+    stored_manifest = (backup_dir / "manifest").read_bytes()
+    signature = json.loads((backup_dir / "signature").read_text())
+    assert signature["format"] == "sealdump-signature/1"
+    assert signature["algorithm"] == "HS256"
+    assert signature["key_id"] == wrapping["key_id"]
+    value = base64.b64decode(signature["signature"], validate=True)
+    message = signed_message("srv", "job", backup_id, envelope["dek_id"], stored_manifest)
+    assert hmac.compare_digest(hs256(kek, message), value)
+    # Bound to its place: the same backup under another job does not verify.
+    moved = signed_message("srv", "other", backup_id, envelope["dek_id"], stored_manifest)
+    assert not hmac.compare_digest(hs256(kek, moved), value)
+
     # Section 6: the manifest, then the data object it lists.
-    manifest = json.loads(
-        open_object((backup_dir / "manifest").read_bytes(), dek, backup_id, "manifest")
-    )
-    assert manifest["format"] == "sealdump-manifest/1"
+    manifest = json.loads(open_object(stored_manifest, dek, backup_id, "manifest"))
+    assert manifest["format"] == "sealdump-manifest/2"
+    assert (manifest["server"], manifest["job"], manifest["backup_id"]) == ("srv", "job", backup_id)
     record = manifest["objects"][0]
     stored = (backup_dir / "o" / record["object"]).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == record["sha256"]

@@ -5,11 +5,17 @@ backup id and opaque object ids)::
 
     SERVER/JOB/BACKUP_ID/keys.json      the data key, wrapped (written first)
     SERVER/JOB/BACKUP_ID/o/OBJECT_ID    encrypted objects (schemas, table chunks)
+    SERVER/JOB/BACKUP_ID/signature      who wrote it, bound to this place (see signature.py)
     SERVER/JOB/BACKUP_ID/manifest       the encrypted manifest (written last)
 
 A backup exists for ``list`` and ``restore`` only once its manifest is stored, and the
 manifest is stored only after one listing of the backup's prefix showed every object the
 writer stored, at exactly the size it wrote.
+
+Storage is trusted less than the keys: a reader accepts a backup only if its signature is
+by a configured key and binds it to the server, job and id of the place it was found, and
+it reads every small unauthenticated object (keys.json, signature) with a size cap, so a
+hostile entry costs one refused backup, never the listing of the others.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sealdump.archive import format as fmt
-from sealdump.archive.envelope import Envelope, dek_id
-from sealdump.errors import IntegrityError, KeyProviderError, StorageError
-from sealdump.keys.base import KeyProvider, Wrapping
+from sealdump.archive import signature as sig
+from sealdump.archive.envelope import Envelope, dek_id, parse_json
+from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError, StorageError
+from sealdump.keys.base import KeyProvider, Signature, Wrapping
 from sealdump.log import get_logger
 from sealdump.storage.base import Storage
 
@@ -35,7 +42,24 @@ log = get_logger(__name__)
 
 KEYS = "keys.json"
 MANIFEST = "manifest"
-MANIFEST_FORMAT = "sealdump-manifest/1"
+SIGNATURE = sig.SIGNATURE
+MANIFEST_FORMAT = "sealdump-manifest/2"  # signed (docs/format.md, section 8)
+UNSIGNED_FORMAT = "sealdump-manifest/1"  # before signatures: readable only when allowed
+# Size caps, checked before parsing (anything larger is refused as damaged).
+KEYS_MAX = 64 * 1024
+SIGNATURE_MAX = sig.MAX_SIZE
+MANIFEST_MAX = 256 * 1024 * 1024
+MAX_WRAPPINGS = 16
+
+
+def read_capped(storage: Storage, name: str, cap: int) -> bytes:
+    """The whole of ``name``, or IntegrityError naming it if it holds more than ``cap`` bytes."""
+    data = bytearray()
+    for chunk in storage.read(name, 0, cap + 1):
+        data += chunk
+        if len(data) > cap:
+            raise IntegrityError(f"{name} is larger than {cap} bytes: refused unread")
+    return bytes(data)
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -104,6 +128,7 @@ class BackupWriter:
         self._dek = os.urandom(fmt.DEK_SIZE)
         # Wrap before any data is written: a missing KEK fails the run before it costs anything,
         # and nothing is ever stored that its key cannot open.
+        self.provider = provider
         self.wrapping = provider.wrap(self._dek)
         self.envelope = Envelope(ref.backup_id, dek_id(self._dek), [self.wrapping])
         # Every name this writer stored or began to store, in order, with the size written
@@ -146,16 +171,40 @@ class BackupWriter:
         return ObjectRecord(object_id, plain, stored, digest.hexdigest())
 
     def commit(self, manifest: dict[str, Any]) -> int:
-        """Store the manifest, which makes the backup complete; returns the manifest's size.
+        """Store the manifest, which makes the backup complete; returns the bytes stored.
 
         First confirms, with one listing, that storage holds every object written (see
         ``confirm``): a backup that rode out a storage outage is never listed incomplete.
+        Then signs the stored manifest and writes the signature, before the manifest: a
+        backup is never listed without its signature.
         """
         self.confirm()
-        body = dict(manifest, format=MANIFEST_FORMAT, backup_id=self.ref.backup_id)
+        ref = self.ref
+        body = dict(
+            manifest,
+            format=MANIFEST_FORMAT,
+            backup_id=ref.backup_id,
+            server=ref.server,
+            job=ref.job,
+        )
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-        encrypted = fmt.encrypt([data], self._dek, self.ref.backup_id, MANIFEST)
-        return self._write(MANIFEST, encrypted)
+        encrypted = b"".join(fmt.encrypt([data], self._dek, ref.backup_id, MANIFEST))
+        if len(encrypted) > MANIFEST_MAX:
+            raise SealdumpError(
+                f"the manifest of backup {ref.backup_id} would be {len(encrypted)} bytes, more "
+                f"than readers accept ({MANIFEST_MAX}); split the job (fewer tables or chunks)"
+            )
+        message = sig.signed_message(
+            MANIFEST_FORMAT,
+            ref.server,
+            ref.job,
+            ref.backup_id,
+            self.envelope.dek_id,
+            hashlib.sha256(encrypted).digest(),
+        )
+        signature = self.provider.sign(message, self._dek, self.wrapping)
+        size = self._write(SIGNATURE, [sig.to_json(signature)])
+        return size + self._write(MANIFEST, [encrypted])
 
     def confirm(self) -> None:
         """Check that storage holds every object written, each at exactly its written size.
@@ -218,27 +267,51 @@ class BackupWriter:
 
 
 class BackupReader:
-    """Reads one backup: unwraps its data key once, then authenticates every object read."""
+    """Reads one backup: unwraps its data key once, then authenticates every object read.
 
-    def __init__(self, storage: Storage, ref: BackupRef, providers: Sequence[KeyProvider]) -> None:
+    ``manifest()`` checks the backup's signature (by a configured key, binding it to the
+    server, job and id of the place it was found) before anything in it is used. A backup
+    of the unsigned format 1 is refused unless ``allow_unsigned``; ``signed`` says which.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        ref: BackupRef,
+        providers: Sequence[KeyProvider],
+        *,
+        allow_unsigned: bool = False,
+    ) -> None:
         self.storage = storage
         self.ref = ref
         self.providers = providers
+        self.allow_unsigned = allow_unsigned
         self._dek: bytes | None = None
         self._envelope: Envelope | None = None
         self._manifest: dict[str, Any] | None = None
+        self.signature: Signature | None = None  # known once manifest() succeeded
+        self.signed_message: bytes | None = None
         self.objects_read: list[str] = []
+
+    @property
+    def signed(self) -> bool:
+        """Whether the backup is signed (false: format 1); call ``manifest()`` first."""
+        return self.signature is not None
 
     @property
     def envelope(self) -> Envelope:
         """The backup's key envelope."""
         if self._envelope is None:
-            data = b"".join(self.storage.read(self.ref.prefix + KEYS))
-            self._envelope = Envelope.from_json(data, f"{self.ref.prefix}{KEYS}")
-            if self._envelope.backup_id != self.ref.backup_id:
+            name = self.ref.prefix + KEYS
+            envelope = Envelope.from_json(read_capped(self.storage, name, KEYS_MAX), name)
+            if envelope.backup_id != self.ref.backup_id:
+                raise IntegrityError(f"{name} belongs to backup {envelope.backup_id}")
+            if len(envelope.wrappings) > MAX_WRAPPINGS:
                 raise IntegrityError(
-                    f"{self.ref.prefix}{KEYS} belongs to backup {self._envelope.backup_id}"
+                    f"{name} is damaged: {len(envelope.wrappings)} wrappings "
+                    f"(at most {MAX_WRAPPINGS})"
                 )
+            self._envelope = envelope
         return self._envelope
 
     def key_ids(self) -> list[str]:
@@ -252,24 +325,93 @@ class BackupReader:
         return self._dek
 
     def manifest(self) -> dict[str, Any]:
-        """The decrypted, authenticated manifest."""
+        """The decrypted manifest, once the backup's signature and place are checked."""
         if self._manifest is None:
-            data = b"".join(self._decrypt(MANIFEST))
-            try:
-                manifest: dict[str, Any] = json.loads(data)
-            except ValueError as exc:
-                raise IntegrityError(
-                    f"manifest of backup {self.ref.backup_id} is not JSON"
-                ) from exc
-            if (
-                manifest.get("format") != MANIFEST_FORMAT
-                or manifest.get("backup_id") != self.ref.backup_id
-            ):
-                raise IntegrityError(
-                    f"manifest of backup {self.ref.backup_id} is not this backup's"
-                )
+            ref = self.ref
+            stored = read_capped(self.storage, ref.prefix + MANIFEST, MANIFEST_MAX)
+            dek = self.data_key()
+            signature = self._read_signature()
+            message = sig.signed_message(
+                MANIFEST_FORMAT,
+                ref.server,
+                ref.job,
+                ref.backup_id,
+                self.envelope.dek_id,
+                hashlib.sha256(stored).digest(),
+            )
+            if signature is not None:
+                try:
+                    sig.verify_signature(
+                        signature,
+                        message,
+                        self.envelope,
+                        self.providers,
+                        f"backup {ref.prefix.rstrip('/')}",
+                    )
+                except IntegrityError:
+                    self._explain_place(stored, dek)  # a move says so, rather than "invalid"
+                    raise
+            manifest = self._open_manifest(stored, dek)
+            self._check_format(manifest, signature)
+            self._check_place(manifest)
+            self.signature = signature
+            self.signed_message = message if signature is not None else None
             self._manifest = manifest
         return self._manifest
+
+    def _open_manifest(self, stored: bytes, dek: bytes) -> dict[str, Any]:
+        backup_id = self.ref.backup_id
+        hint = ", ".join(self.key_ids())
+        data = b"".join(fmt.decrypt([stored], dek, backup_id, MANIFEST, hint))
+        manifest = parse_json(data, f"manifest of backup {backup_id}")
+        if not isinstance(manifest, dict):
+            raise IntegrityError(f"manifest of backup {backup_id} is not a JSON object")
+        return manifest
+
+    def _explain_place(self, stored: bytes, dek: bytes) -> None:
+        """After a failed signature: IntegrityError naming the place the manifest claims, if
+        it is another one (a copied or moved backup); nothing otherwise."""
+        try:
+            manifest = self._open_manifest(stored, dek)
+        except IntegrityError:
+            return
+        self._check_place(manifest, "its signature does not verify here and ")
+
+    def _read_signature(self) -> Signature | None:
+        name = self.ref.prefix + SIGNATURE
+        if not self.storage.exists(name):
+            return None
+        return sig.from_json(read_capped(self.storage, name, SIGNATURE_MAX), name)
+
+    def _check_format(self, manifest: dict[str, Any], signature: Signature | None) -> None:
+        form = manifest.get("format")
+        where = self.ref.prefix.rstrip("/")
+        if signature is not None:
+            if form != MANIFEST_FORMAT:
+                raise IntegrityError(f"backup {where}: signed, but its manifest is {form!r}")
+            return
+        if form == MANIFEST_FORMAT:
+            raise IntegrityError(
+                f"backup {where} has no signature object: refused (anyone who can write to "
+                "the storage could have made it)"
+            )
+        if form != UNSIGNED_FORMAT:
+            raise IntegrityError(f"backup {where}: unknown manifest format {form!r}")
+        if not self.allow_unsigned:
+            raise IntegrityError(
+                f"backup {where} is unsigned (format 1, written before backups were signed): "
+                "nothing proves who wrote it; pass --allow-unsigned to use it anyway"
+            )
+
+    def _check_place(self, manifest: dict[str, Any], also: str = "") -> None:
+        ref = self.ref
+        claimed = (manifest.get("server"), manifest.get("job"), manifest.get("backup_id"))
+        if claimed != (ref.server, ref.job, ref.backup_id):
+            said = "/".join(str(part) for part in claimed)
+            raise IntegrityError(
+                f"backup {ref.prefix.rstrip('/')}: {also}its manifest says it is {said}: "
+                "it was copied or moved from another place in storage; refused"
+            )
 
     def _decrypt(self, name: str) -> Iterator[bytes]:
         hint = ", ".join(self.key_ids())
@@ -330,16 +472,30 @@ def unwrap_envelope(envelope: Envelope, providers: Sequence[KeyProvider]) -> byt
 
 
 def rewrap(
-    storage: Storage, ref: BackupRef, envelope: Envelope, dek: bytes, new: Wrapping
+    storage: Storage,
+    ref: BackupRef,
+    envelope: Envelope,
+    dek: bytes,
+    new: Wrapping,
+    *,
+    signer: KeyProvider | None = None,
+    message: bytes | None = None,
 ) -> Envelope:
     """Replace a backup's wrappings with ``new``, never leaving it without a working one.
 
     The new wrapping is first stored beside the old ones; only once that write is durable
-    is the envelope rewritten with the new wrapping alone.
+    is the envelope rewritten with the new wrapping alone. With ``signer`` (the provider
+    that made ``new``) and ``message`` (the backup's signed message, from a reader whose
+    ``manifest()`` verified the old signature), the backup is re-signed in between: the
+    new signature is stored before the old wrapping goes, so at every moment the backup's
+    signature verifies with the wrappings it has.
     """
     envelope.check(dek, new.key_id)
     both = Envelope(envelope.backup_id, envelope.dek_id, [new, *envelope.wrappings])
     storage.write(ref.prefix + KEYS, [both.to_json()])
+    if signer is not None and message is not None:
+        signature = signer.sign(message, dek, new)
+        storage.write(ref.prefix + SIGNATURE, [sig.to_json(signature)])
     final = Envelope(envelope.backup_id, envelope.dek_id, [new])
     storage.write(ref.prefix + KEYS, [final.to_json()])
     return final

@@ -11,12 +11,38 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from sealdump.errors import IntegrityError
 from sealdump.keys.base import Wrapping
 
 FORMAT = "sealdump-keys/1"
+MAX_DEPTH = 64  # no sealdump JSON nests deeper than a dozen levels
+# A JSON string (possibly unterminated) or one bracket: brackets inside strings are skipped.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+
+
+def parse_json(data: bytes, label: str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` for stored objects: IntegrityError naming ``label`` for anything wrong.
+
+    Nesting deeper than ``max_depth`` is refused before parsing, so a hostile object cannot
+    exhaust the parser's recursion (a RecursionError would escape as a crash).
+    """
+    depth = 0
+    for token in _TOKENS.finditer(data):
+        bracket = token.group()
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                raise IntegrityError(f"{label} is damaged: JSON nested deeper than {max_depth}")
+        elif bracket in (b"]", b"}"):
+            depth -= 1
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise IntegrityError(f"{label} is not JSON: {exc}") from None
 
 
 def dek_id(dek: bytes) -> str:
@@ -58,8 +84,8 @@ class Envelope:
     @classmethod
     def from_json(cls, data: bytes, label: str = "keys.json") -> Envelope:
         """Parse the stored form; IntegrityError if it is not one."""
+        raw = parse_json(data, label)
         try:
-            raw = json.loads(data)
             if raw.get("format") != FORMAT:
                 raise ValueError(f"unknown format {raw.get('format')!r}")
             wrappings = [

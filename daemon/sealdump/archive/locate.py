@@ -53,6 +53,12 @@ def locate(
     raise UsageError(f"backup {backup_id} not found in any configured storage (newest: {newest})")
 
 
-def reader_for(config: Config, located: Located) -> BackupReader:
-    """A reader for a located backup with every configured key."""
-    return BackupReader(located.storage, located.ref, providers(config))
+def reader_for(config: Config, located: Located, *, allow_unsigned: bool = False) -> BackupReader:
+    """A reader for a located backup with every configured key.
+
+    ``allow_unsigned``: accept a backup of the unsigned format 1 (``list``, ``show`` and
+    ``verify`` report it as such; ``restore`` and ``export`` only with --allow-unsigned).
+    """
+    return BackupReader(
+        located.storage, located.ref, providers(config), allow_unsigned=allow_unsigned
+    )

@@ -1,4 +1,5 @@
-"""Check a whole backup: every object downloaded, authenticated, decrypted and hashed."""
+"""Check a whole backup: its signature and place, its listing, and every object downloaded,
+authenticated, decrypted and hashed."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sealdump.archive.backup import BackupReader
+from sealdump.archive.backup import KEYS, MANIFEST, SIGNATURE, BackupReader
+from sealdump.errors import IntegrityError
+
+_SHOWN = 10  # names shown per kind of problem
 
 
 @dataclass
@@ -18,6 +22,7 @@ class VerifyReport:
     plain_bytes: int = 0
     tables: int = 0
     rows: int = 0
+    signed: bool = True
 
 
 def _records(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -27,10 +32,51 @@ def _records(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
             yield from table["chunks"]
 
 
+def _names(names: list[str]) -> str:
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+def check_listing(reader: BackupReader, manifest: dict[str, Any]) -> None:
+    """Storage holds exactly what the manifest lists; IntegrityError naming every difference.
+
+    One listing of the backup's prefix: objects the manifest does not list (planted, or
+    left over) and objects it lists that are gone, or whose stored size differs.
+    """
+    prefix = reader.ref.prefix
+    stored = {
+        name.removeprefix(prefix): size for name, size in reader.storage.sizes(prefix).items()
+    }
+    expected: dict[str, int | None] = {KEYS: None, MANIFEST: None}
+    if reader.signed:
+        expected[SIGNATURE] = None
+    for record in _records(manifest):
+        expected[f"o/{record['object']}"] = int(record["stored_bytes"])
+    extra = sorted(set(stored) - set(expected))
+    missing = sorted(set(expected) - set(stored))
+    wrong = sorted(
+        f"{name} ({stored[name]} bytes stored, {size} in the manifest)"
+        for name, size in expected.items()
+        if size is not None and name in stored and stored[name] != size
+    )
+    problems = []
+    if extra:
+        problems.append(f"in storage but not in the manifest: {_names(extra)}")
+    if missing:
+        problems.append(f"in the manifest but missing from storage: {_names(missing)}")
+    if wrong:
+        problems.append(f"not the size the manifest records: {_names(wrong)}")
+    if problems:
+        raise IntegrityError(
+            f"backup {prefix.rstrip('/')} does not match its manifest: " + "; ".join(problems)
+        )
+
+
 def verify(reader: BackupReader) -> VerifyReport:
     """Read every object of the backup; IntegrityError at the first that fails."""
     manifest = reader.manifest()
-    report = VerifyReport()
+    check_listing(reader, manifest)
+    report = VerifyReport(signed=reader.signed)
     for record in _records(manifest):
         for piece in reader.open(record):
             report.plain_bytes += len(piece)

@@ -196,10 +196,22 @@ def dump(
         if stop is not None:
             stop.close()
         for connection in connections:
+            _abandon_result(connection)
             try:
                 connection.close()
             except Exception as exc:  # noqa: BLE001 - secondary to how the run ended
                 log.debug("closing a dump connection failed", error=str(exc))
+
+
+def _abandon_result(connection: Any) -> None:
+    """Forget a result still streaming on ``connection`` (a run that failed mid-table).
+
+    PyMySQL reads the rest of an unfinished unbuffered result when it is collected: after
+    the connection closed that fails noisily, and before it could mean reading gigabytes.
+    """
+    result = getattr(connection, "_result", None)
+    if result is not None and getattr(result, "unbuffered_active", False):
+        result.unbuffered_active = False
 
 
 def stop_reason(

@@ -11,7 +11,7 @@ from sealdump.archive.locate import all_backups, locate, reader_for
 from sealdump.archive.verify import verify as verify_backup
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import human_bytes, render_table
-from sealdump.errors import SealdumpError
+from sealdump.errors import IntegrityError, SealdumpError
 from sealdump.restore.drill import run_drill
 
 _scope = [
@@ -55,9 +55,13 @@ def list_(state: State, server: str | None, job: str | None) -> None:
     rows = []
     for item in all_backups(config, server, job):
         try:
-            summary = _summary(reader_for(config, item).manifest())
-        except SealdumpError as exc:
-            # One backup that cannot be opened (key gone, damaged) must not hide the others.
+            reader = reader_for(config, item, allow_unsigned=True)
+            summary = _summary(reader.manifest())
+            if not reader.signed:
+                summary["status"] = "unsigned (format 1)"
+        except (SealdumpError, KeyError, TypeError, ValueError) as exc:
+            # One backup that cannot be opened (key gone, damaged, planted, moved) must not
+            # hide the others.
             summary = {
                 "backup_id": item.ref.backup_id,
                 "server": item.ref.server,
@@ -96,14 +100,19 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
     """One backup's manifest: contents, binlog position, keys, consistency."""
     config = state.config()
     item = locate(config, backup_id, server, job)
-    reader = reader_for(config, item)
+    reader = reader_for(config, item, allow_unsigned=True)
     manifest = reader.manifest()
     keys = [
         {"provider": w.provider, "key_id": w.key_id, "algorithm": w.algorithm}
         for w in reader.envelope.wrappings
     ]
+    signature = (
+        {"key_id": reader.signature.key_id, "algorithm": reader.signature.algorithm}
+        if reader.signature is not None
+        else None
+    )
     if state.as_json:
-        emit_json({**manifest, "storage": item.storage_name, "keys": keys})
+        emit_json({**manifest, "storage": item.storage_name, "keys": keys, "signature": signature})
         return
     summary = _summary(manifest)
     consistency = manifest["consistency"]
@@ -133,6 +142,11 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
         names = ", ".join(consistency["non_transactional_tables"])
         lines.append(f"not in snapshot (non-transactional): {names}")
     lines += [f"key         {k['key_id']} ({k['algorithm']})" for k in keys]
+    lines.append(
+        f"signed by   {signature['key_id']} ({signature['algorithm']})"
+        if signature is not None
+        else "signed by   nobody: unsigned (format 1); restore needs --allow-unsigned"
+    )
     lines.append(
         f"totals      {summary['tables']} tables, {summary['rows']} rows, "
         f"{human_bytes(summary['plain_bytes'])} -> {human_bytes(summary['stored_bytes'])}"
@@ -165,13 +179,18 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
 def verify(
     state: State, backup_id: str, server: str | None, job: str | None, restore_test: str | None
 ) -> None:
-    """Download, authenticate and decrypt every object; check every hash (exit 4 if not)."""
+    """Check the signature, the listing and every object's hash (exit 4 if any fails)."""
     config = state.config()
     item = locate(config, backup_id, server, job)
-    reader = reader_for(config, item)
+    reader = reader_for(config, item, allow_unsigned=True)
     report = verify_backup(reader)
     result: dict[str, Any] = {"backup_id": item.ref.backup_id, "ok": True, **vars(report)}
     if restore_test is not None:
+        if not report.signed:
+            raise IntegrityError(
+                f"backup {item.ref.backup_id} is unsigned (format 1): --restore-test would run "
+                "its SQL on a server, and nothing proves who wrote it; refused"
+            )
         result["restore_test"] = run_drill(config, reader, item.ref, restore_test)
     if state.as_json:
         emit_json(result)
@@ -180,6 +199,12 @@ def verify(
         f"{item.ref.backup_id}: OK, {report.objects} objects authenticated "
         f"({human_bytes(report.stored_bytes)}), {report.tables} tables, {report.rows} rows"
     )
+    if not report.signed:
+        click.echo(
+            f"{item.ref.backup_id}: unsigned (format 1): consistent with its data key, but "
+            "nothing proves who wrote it; restore and export need --allow-unsigned",
+            err=True,
+        )
     if restore_test is not None:
         tables = result["restore_test"]
         click.echo(

@@ -52,7 +52,12 @@ def rewrap(
     job: str | None,
     to_key: str | None,
 ) -> None:
-    """Re-wrap data keys under the newest KEK version; data objects are not touched."""
+    """Re-wrap data keys under the newest KEK version; data objects are not touched.
+
+    Each backup's signature is checked first (a backup that fails it is refused, never
+    re-signed), and a signed backup is re-signed by the new key before its old wrapping is
+    dropped. An unsigned (format 1) backup is re-wrapped and stays unsigned.
+    """
     if bool(backup_id) == every:
         raise UsageError("give one BACKUP or --all")
     config = state.config()
@@ -64,7 +69,8 @@ def rewrap(
     available = providers(config)
     results = []
     for item in targets:
-        reader = BackupReader(item.storage, item.ref, available)
+        reader = BackupReader(item.storage, item.ref, available, allow_unsigned=True)
+        reader.manifest()  # the signature and place are checked before anything is re-signed
         dek = reader.data_key()
         destination = (
             provider_for(config.keys[to_key]) if to_key else _owner(reader.envelope, available)
@@ -76,13 +82,22 @@ def rewrap(
                 {"backup_id": item.ref.backup_id, "key_id": wrapping.key_id, "changed": False}
             )
             continue
-        rewrap_backup(item.storage, item.ref, reader.envelope, dek, wrapping)
+        rewrap_backup(
+            item.storage,
+            item.ref,
+            reader.envelope,
+            dek,
+            wrapping,
+            signer=destination if reader.signed else None,
+            message=reader.signed_message,
+        )
         results.append(
             {
                 "backup_id": item.ref.backup_id,
                 "from": before,
                 "key_id": wrapping.key_id,
                 "changed": True,
+                "signed": reader.signed,
             }
         )
     if state.as_json:
@@ -90,7 +105,8 @@ def rewrap(
         return
     for result in results:
         change = "re-wrapped under" if result["changed"] else "already under"
-        click.echo(f"{result['backup_id']}: {change} {result['key_id']}")
+        unsigned = " (unsigned, format 1: left unsigned)" if result.get("signed") is False else ""
+        click.echo(f"{result['backup_id']}: {change} {result['key_id']}{unsigned}")
 
 
 def _owner(envelope: Envelope, available: list[KeyProvider]) -> KeyProvider:

@@ -69,14 +69,34 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
     else:
         verb = "would prune" if dry_run else "pruned"
         for result in results:
+            unauthenticated = result["unauthenticated"]
+            warnings = [
+                f"{len(items)} {what}"
+                for items, what in (
+                    (unauthenticated, "unauthenticated"),
+                    (result["future"], "in the future"),
+                    (result["refused"], "links or special files left alone"),
+                )
+                if items
+            ]
             click.echo(
                 f"{result['server']}/{result['job']}: keep {len(result['kept'])}, {verb} "
                 f"{len(result['pruned'])}, incomplete leftovers {len(result['leftovers'])}"
+                + "".join(f", {warning}" for warning in warnings)
             )
             for backup_id in result["pruned"]:
                 click.echo(f"  - {backup_id}")
             for backup_id in result["leftovers"]:
-                click.echo(f"  - {backup_id} (incomplete)")
+                why = unauthenticated.get(backup_id)
+                label = f"unauthenticated: {why}" if why else "incomplete"
+                click.echo(f"  - {backup_id} ({label})")
+            for backup_id, why in sorted(unauthenticated.items(), reverse=True):
+                if backup_id not in result["leftovers"]:
+                    click.echo(f"  ! {backup_id} not counted, kept: unauthenticated: {why}")
+            for backup_id in result["future"]:
+                click.echo(f"  ! {backup_id} not counted, kept: its id is in the future")
+            for entry, kind in sorted(result["refused"].items()):
+                click.echo(f"  ! {entry} is {kind}: left alone (never followed or removed)")
             for backup_id, reasons in sorted(result["kept"].items(), reverse=True):
                 click.echo(f"  = {backup_id} ({', '.join(reasons)})")
             for schema in result["leftover_schemas"]:

@@ -44,6 +44,12 @@ def selection(function: Any) -> Any:
             is_flag=True,
             help="Keep DEFINER clauses (needs SUPER or SET_USER_ID).",
         ),
+        click.option(
+            "--allow-unsigned",
+            is_flag=True,
+            help="Accept a backup of the unsigned format 1 (written before backups were "
+            "signed): nothing proves who wrote it.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -98,13 +104,14 @@ def restore(
     mode: str | None,
     dry_run: bool,
     keep_definers: bool,
+    allow_unsigned: bool,
     parallel: int,
     lock_wait: int,
 ) -> None:
     """Restore a whole backup, databases, tables or rows; nothing changes unless all of it works."""
     config = state.config()
     item = locate(config, backup_id, server, job)
-    reader = reader_for(config, item)
+    reader = reader_for(config, item, allow_unsigned=allow_unsigned)
     rows_only = where is not None or bool(pk)
     if rows_only and (len(tables) != 1 or databases):
         raise UsageError("--where and --pk restore rows of exactly one --table")
@@ -257,11 +264,12 @@ def export(
     into_table: str | None,
     output: Path | None,
     keep_definers: bool,
+    allow_unsigned: bool,
 ) -> None:
     """Plain SQL of selected objects, with no server needed."""
     config = state.config()
     item = locate(config, backup_id, server, job)
-    reader = reader_for(config, item)
+    reader = reader_for(config, item, allow_unsigned=allow_unsigned)
     plan = plan_restore(reader.manifest(), databases, tables, into_database, into_table)
     script = export_sql(reader, plan, keep_definers)
     if output is None:

@@ -10,12 +10,20 @@ rotation never strands a backup. Two SDK traps are handled here:
   key) but for Managed HSM ``oct-HSM`` keys it "wraps" with a random local key and the data
   is lost, so for A256KW the local path is switched off and the service does the wrap.
 
+Backups are signed (see ``sealdump.keys.base``): an RSA key signs with ``PS256`` through the
+vault's ``sign`` operation on the version that wrapped the data key, and signatures are
+checked locally with that version's public key (fetched with ``get``). Managed HSM
+``oct-HSM`` keys cannot sign (Key Vault has no HMAC operation), so their backups carry a
+``DEK-HS256`` MAC, which the reader accepts only with an A256KW wrapping by that version:
+only the HSM can make one, so it proves who chose the data key.
+
 Every call has a deadline, the key's ``timeout`` (see ``VaultDeadline``); one that runs out
 of time is a transient ``KeyProviderError`` saying it timed out and naming the key URL.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from dataclasses import dataclass
@@ -35,11 +43,14 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.keys import KeyClient
-from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm
+from azure.keyvault.keys.crypto import CryptographyClient, KeyWrapAlgorithm, SignatureAlgorithm
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from sealdump.config.model import AzureKeyVaultKey
 from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError
-from sealdump.keys.base import Wrapping
+from sealdump.keys.base import DEK_HS256, PS256, RS256, Signature, Wrapping, mac
 from sealdump.log import get_logger
 
 log = get_logger(__name__)
@@ -61,7 +72,8 @@ _PUBLIC_AUTHORITIES = {
     "https://login.microsoftonline.us",
     "https://login.chinacloudapi.cn",
 }
-_PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get"}
+_PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get", "sign": "sign"}
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ class AzureKeyVaultProvider:
         self._credential = credential
         self._clients: dict[str, CryptographyClient] = {}
         self._unwrapped: dict[tuple[str, bytes], bytes] = {}
+        self._public: dict[str, rsa.RSAPublicKey] = {}
         self._lock = threading.Lock()
 
     def _options(self) -> dict[str, Any]:
@@ -247,6 +260,60 @@ class AzureKeyVaultProvider:
             return False
         return (vault, name) == (self.vault_url, self.key_name)
 
+    def owns_key_id(self, key_id: str) -> bool:
+        """Whether ``key_id`` is a version of this key in this vault (a versioned URL)."""
+        try:
+            vault, name, version = parse_key_url(key_id)
+        except KeyProviderError:
+            return False
+        return version is not None and (vault, name) == (self.vault_url, self.key_name)
+
+    def sign(self, message: bytes, dek: bytes, wrapping: Wrapping) -> Signature:
+        """PS256 by the vault with the version that wrapped the data key (oct-HSM: DEK-HS256)."""
+        if self.algorithm == "A256KW":
+            # oct-HSM keys cannot sign; the wrapping, which only the HSM can make, vouches
+            # for the data key, and the data key for the message.
+            return Signature(wrapping.key_id, DEK_HS256, mac(dek, message))
+        digest = hashlib.sha256(message).digest()
+        crypto = self._crypto(wrapping.key_id)
+        result = self._call("sign", wrapping.key_id, crypto.sign, SignatureAlgorithm.ps256, digest)
+        return Signature(wrapping.key_id, PS256, bytes(result.signature))
+
+    def verify(self, message: bytes, signature: Signature) -> None:
+        """Check a PS256 (or RS256) signature locally with the signing version's public key."""
+        if signature.algorithm not in (PS256, RS256):
+            raise IntegrityError(
+                f"unsupported signature algorithm {signature.algorithm!r} by {signature.key_id}"
+            )
+        public = self._public_key(signature.key_id)
+        scheme = _PSS if signature.algorithm == PS256 else padding.PKCS1v15()
+        digest = hashlib.sha256(message).digest()
+        try:
+            public.verify(signature.value, digest, scheme, utils.Prehashed(hashes.SHA256()))
+        except InvalidSignature:
+            raise IntegrityError(f"the signature by {signature.key_id} does not verify") from None
+
+    def _public_key(self, key_id: str) -> rsa.RSAPublicKey:
+        """The RSA public key of one version (``get``), cached per process."""
+        with self._lock:
+            cached = self._public.get(key_id)
+        if cached is not None:
+            return cached
+        _, name, version = parse_key_url(key_id)
+        client = KeyClient(self.vault_url, self._cred(), **self._options())
+        try:
+            key = self._call("get", key_id, client.get_key, name, version)
+        finally:
+            client.close()
+        jwk = key.key
+        if jwk.n is None or jwk.e is None:
+            raise IntegrityError(f"{key_id} is not an RSA key: it cannot have signed a backup")
+        numbers = rsa.RSAPublicNumbers(int.from_bytes(jwk.e, "big"), int.from_bytes(jwk.n, "big"))
+        public = numbers.public_key()
+        with self._lock:
+            self._public[key_id] = public
+        return public
+
     def unwrap(self, wrapping: Wrapping) -> bytes:
         """Unwrap with exactly the recorded version; one service call per backup per process."""
         cache_key = (wrapping.key_id, wrapping.wrapped_key)
@@ -292,6 +359,11 @@ class AzureKeyVaultProvider:
             message = _first_line(exc)
             if exc.status_code == 403 and "disabled" in message.lower():
                 return KeyProviderError(f"Key Vault key version {key_id} is disabled")
+            if exc.status_code in (400, 403) and "not permitted" in message.lower():
+                return KeyProviderError(
+                    f"Key Vault key {key_id} does not allow the '{_PERMISSION[operation]}' "
+                    f"operation (its key_ops): {message}"
+                )
             if exc.status_code == 403:
                 return KeyProviderError(
                     f"Key Vault refused {operation} on {key_id}: the identity lacks the keys "

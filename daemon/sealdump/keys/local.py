@@ -3,8 +3,9 @@
 For hosts without Azure. The key ring is the configured ``key_file`` plus its
 ``old_key_files``: new backups are wrapped by ``key_file``, and any key of the ring unwraps,
 so backups taken before a rotation stay readable. A key is identified by a fingerprint
-(an HMAC of a fixed label under the key), never by its path or bytes.
-"""
+(an HMAC of a fixed label under the key), never by its path or bytes. Backups are signed
+with ``HS256``: an HMAC under a key derived from the ring key that wrapped the data key
+(``sealdump.keys.base.mac``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from sealdump.errors import IntegrityError, KeyProviderError, UsageError
-from sealdump.keys.base import Wrapping
+from sealdump.keys.base import HS256, Signature, Wrapping, mac
 
 ALGORITHM = "A256KW"
 KEY_SIZE = 32
@@ -94,6 +95,32 @@ class LocalKeyProvider:
     def owns(self, wrapping: Wrapping) -> bool:
         """Whether a key of the ring made ``wrapping``."""
         return wrapping.provider == self.provider and wrapping.key_id in self._keys()
+
+    def owns_key_id(self, key_id: str) -> bool:
+        """Whether ``key_id`` is the fingerprint of a key of the ring."""
+        return key_id in self._keys()
+
+    def sign(self, message: bytes, dek: bytes, wrapping: Wrapping) -> Signature:
+        """HS256 under the ring key that made ``wrapping`` (normally ``key_file``)."""
+        key = self._keys().get(wrapping.key_id)
+        if key is None:
+            raise KeyProviderError(f"key {self.name!r} has no key {wrapping.key_id} to sign with")
+        return Signature(wrapping.key_id, HS256, mac(key, message))
+
+    def verify(self, message: bytes, signature: Signature) -> None:
+        """Check an HS256 signature by a ring key; IntegrityError if it does not verify."""
+        key = self._keys().get(signature.key_id)
+        if key is None:
+            raise KeyProviderError(
+                f"key {self.name!r} has no key {signature.key_id}; "
+                "add the old key file to old_key_files"
+            )
+        if signature.algorithm != HS256:
+            raise IntegrityError(
+                f"a local key signs with {HS256}, not {signature.algorithm!r} ({signature.key_id})"
+            )
+        if not hmac.compare_digest(mac(key, message), signature.value):
+            raise IntegrityError(f"the signature by {signature.key_id} does not verify")
 
     def unwrap(self, wrapping: Wrapping) -> bytes:
         """Unwrap with the ring key whose fingerprint the wrapping records."""

@@ -1,6 +1,8 @@
 """Plain SQL of selected objects of a backup, readable by the ``mysql``/``mariadb`` client.
 
-No server is involved: the output is what a restore would execute, in one script.
+No server is involved: the output is what a restore would execute, in one script. Every
+data batch is checked to be literals only (``restore.literals``) before it is written; a
+refused batch ends the export with an IntegrityError (with ``--output``, no file is left).
 """
 
 from __future__ import annotations
@@ -8,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sealdump.archive.backup import BackupReader
-from sealdump.backup.chunks import unframe
 from sealdump.restore import ddl
+from sealdump.restore.literals import checked_batches
 from sealdump.restore.plan import RestorePlan
 from sealdump.source.catalog import quote_ident
 
@@ -55,8 +57,13 @@ def export_sql(
             yield f"\n{create};\n".encode()
             columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
             prefix = f"INSERT INTO {quote_ident(table.target_name)} ({columns}) VALUES ".encode()
+            width = len(table.entry["columns"])
             for chunk in table.entry["chunks"]:
-                for batch in unframe(reader.open(chunk)):
+                # Each batch is checked to be literals only before it is written.
+                batches = checked_batches(
+                    reader.open(chunk), width, table=table.source, object_name=chunk["object"]
+                )
+                for batch in batches:
                     yield prefix + _one_line(batch) + b";\n"
         objects: list[str] = []
         names = {t.name for t in database.tables}

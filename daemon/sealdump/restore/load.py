@@ -19,11 +19,11 @@ from typing import Any
 import pymysql
 
 from sealdump.archive.backup import BackupReader
-from sealdump.backup.chunks import unframe
 from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
+from sealdump.restore.literals import checked_batches
 from sealdump.restore.objects import Mode, check_objects, create_objects
 from sealdump.restore.plan import DatabasePlan, RestorePlan, TablePlan
 from sealdump.restore.swap import (
@@ -245,7 +245,11 @@ def _table_ddl(create: str, table: TablePlan) -> str:
 def _load_all(
     reader: BackupReader, plan: RestorePlan, target: Server, staging: dict[str, str], workers: int
 ) -> None:
-    """Load every chunk into staging, in parallel, one transaction per chunk."""
+    """Load every chunk into staging, in parallel, one transaction per chunk.
+
+    Every batch is checked to be literals only (``restore.literals``) before it is sent:
+    a refused batch fails the restore with an IntegrityError while only staging holds data.
+    """
     work = [(table, chunk) for table in plan.tables for chunk in table.entry["chunks"]]
     if not work:
         return
@@ -270,7 +274,13 @@ def _load_all(
         into = qualified(staging[table.target_database], table.target_name)
         columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
         prefix = f"INSERT INTO {into} ({columns}) VALUES ".encode()
-        for batch in unframe(reader.open(chunk)):
+        batches = checked_batches(
+            reader.open(chunk),
+            len(table.entry["columns"]),
+            table=table.source,
+            object_name=chunk["object"],
+        )
+        for batch in batches:
             cur.execute(prefix + batch)
         cur.connection.commit()
 

@@ -5,7 +5,20 @@ a scratch schema on the target server (``_sealdump_rows_*``, dropped on every pa
 kill leaves behind is removed by the next restore or by prune), and rows go
 into place with INSERT ... SELECT in one transaction. Only the chunks whose key range can
 hold the rows are fetched: for ``--pk`` the one chunk holding the key, for ``--where`` every
-chunk of the table unless the condition is a plain range on a one-column key.
+chunk of the table unless the condition is a plain range on a one-column key. Every batch is
+checked to be literals only (``restore.literals``) before it goes into the scratch table,
+and so is each chunk's first and last key before it is compared.
+
+The user's condition is code the server runs (it may call stored functions), so it is first
+evaluated only inside ``START TRANSACTION READ ONLY``, where the server refuses any write to a
+table of any engine (error 1792, reported as a usage error, exit 2), and that transaction is
+rolled back. A dry run evaluates it nowhere else: it counts what would be inserted, replaced
+and skipped in that read-only transaction, never finishes a dead run's leftovers, and leaves
+the server as it found it (the scratch schema, its only trace, is dropped). A real run also
+counts the matching rows in that read-only transaction first, so a condition that writes is
+refused before any row of the target changes; the comparisons with the live table and the
+INSERT ... SELECT (and, in replace mode, DELETE) that put the rows in place then run in one
+ordinary transaction, which must write and in which the condition is evaluated again.
 """
 
 from __future__ import annotations
@@ -18,11 +31,11 @@ from typing import Any, Literal
 import pymysql
 
 from sealdump.archive.backup import BackupReader
-from sealdump.backup.chunks import unframe
 from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
+from sealdump.restore.literals import check_key, checked_batches
 from sealdump.restore.plan import TablePlan
 from sealdump.restore.swap import (
     LOCK_WAIT_SECONDS,
@@ -37,6 +50,7 @@ from sealdump.source.connect import connect
 log = get_logger(__name__)
 RowMode = Literal["refuse", "append", "replace"]
 _SYNTAX = {1064, 1054, 1166, 1582, 1583, 1584, 1305, 1630}
+_READ_ONLY_WRITE = 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
 
 
 @dataclass
@@ -146,7 +160,8 @@ def restore_rows(
             f"SET SESSION lock_wait_timeout = {int(lock_wait_seconds)}, "
             f"SESSION innodb_lock_wait_timeout = {int(lock_wait_seconds)}"
         )
-        report.leftovers_removed = clean_leftovers(cursor, target.name)
+        if not dry_run:  # finishing a dead run's leftovers is a change: not in a dry run
+            report.leftovers_removed = clean_leftovers(cursor, target.name)
         cursor.execute(f"CREATE DATABASE {quote_ident(scratch)}")
         cursor.execute(f"USE {quote_ident(scratch)}")
         cursor.execute("SET SESSION foreign_key_checks = 0")
@@ -163,25 +178,40 @@ def restore_rows(
             cursor, scratch, table, condition, pk_values=values if pk else None
         )
         report.chunks_fetched = len(chunks)
-        names = ", ".join(quote_ident(c) for c in columns)
+        prefix = f"INSERT INTO {source} ({', '.join(quote_ident(c) for c in columns)}) VALUES "
         for chunk in chunks:
             report.objects.append(chunk["object"])
-            for batch in unframe(reader.open(chunk)):
-                cursor.execute(f"INSERT INTO {source} ({names}) VALUES ".encode() + batch)
+            batches = checked_batches(
+                reader.open(chunk), len(columns), table=table.source, object_name=chunk["object"]
+            )
+            for batch in batches:
+                cursor.execute(prefix.encode() + batch)
         connection.commit()
+        # The condition runs first where the server refuses every write (see the docstring).
+        cursor.execute("START TRANSACTION READ ONLY")
         report.found = _count(cursor, f"SELECT COUNT(*) FROM {source} AS s WHERE ({condition})")
+        if not dry_run:
+            connection.rollback()
         cursor.execute("SET SESSION foreign_key_checks = 1")
         if into_table is not None:
             _into_new_table(cursor, create, table, into_table, scratch, condition, report)
         else:
             _into_existing(cursor, table, scratch, condition, mode, report)
-        connection.commit()
+        if dry_run:
+            connection.rollback()  # the read-only transaction: nothing to keep
+        else:
+            connection.commit()
         return report
     except pymysql.err.MySQLError as exc:
         connection.rollback()
         code = exc.args[0] if exc.args else None
         if code in _SYNTAX:
             raise UsageError(f"the condition was refused by the server: {exc.args[-1]}") from None
+        if code == _READ_ONLY_WRITE:
+            raise UsageError(
+                "the condition tries to change data; a --where condition must only read "
+                "(it is evaluated in a read-only transaction, and nothing was changed)"
+            ) from None
         raise SourceError(
             f"row restore on {target.name} failed: MySQL error {code}: {exc.args[-1]}"
         ) from None
@@ -227,6 +257,11 @@ def _chunks_to_fetch(
         span = key_range(condition, key)
         if span is None:
             return chunks
+    for chunk in chunks:  # the keys go into SQL below: literals only
+        for end in ("first", "last"):
+            check_key(
+                chunk.get(end), len(key), table=table.source, object_name=chunk["object"], side=end
+            )
     bounds = qualified(scratch, "_bounds")
     keys = ", ".join(quote_ident(k) for k in key)
     # Same column definitions as the key, so comparisons use the key's own collation.

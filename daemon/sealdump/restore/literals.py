@@ -1,0 +1,195 @@
+"""The only thing a data batch may hold: row tuples of literals, exactly as the dump writes them.
+
+A restore sends each batch of a chunk to the server after ``INSERT INTO t (cols) VALUES ``
+(and an export writes it into a script), so a batch that carried anything but literals (a
+subquery, a function call, a comment, a second statement) would run as the restoring
+account. Signatures refuse forged backups; this is the defence in depth behind them: a
+batch is accepted only when it matches the grammar of docs/format.md section 6, and is
+refused with an IntegrityError before it reaches the server.
+
+The grammar (bytes; see docs/format.md for the EBNF)::
+
+    batch   = row { "," row }
+    row     = "(" value { "," value } ")"          exactly one value per column
+    value   = "NULL" | number | string | hex | "_" charset " " hex
+    number  = [ "-" ] digits [ "." digits ] [ ( "e" | "E" ) [ "-" | "+" ] digits ]
+    string  = "'" { any byte but ' \\ NUL Ctrl-Z | "\\" ( "\\" | "'" | "0" | "Z" ) } "'"
+    hex     = "X'" { hexdigit hexdigit } "'"
+    charset = lowercase letter { lowercase letter | digit | "_" }
+
+No whitespace, comments or keywords other than ``NULL`` anywhere. A chunk's framing
+(``LENGTH "\\n" VALUES "\\n"``) is read strictly as well (``unframe_strict``). The check is one
+compiled regular expression per column count, matched with ``fullmatch`` over the whole
+batch. Every alternative of ``value`` starts with a different byte and every repetition is
+possessive, so matching never backtracks: time is linear in the batch size whatever it
+holds.
+
+The connection must parse literals the way this grammar reads them: backslash escapes on
+(sql_mode without NO_BACKSLASH_ESCAPES) and a character set in which the bytes of ``'``
+and ``\\`` never occur inside a multi-byte character (utf8mb4); sealdump's connections
+are set up that way (``sealdump.source.connect``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+
+from sealdump.errors import IntegrityError
+
+# One value; every alternative starts with its own byte, every repetition is possessive.
+_VALUE = (
+    rb"(?:NULL"
+    rb"|-?[0-9]++(?:\.[0-9]++)?+(?:[eE][-+]?[0-9]++)?+"
+    rb"|'(?:[^'\\\x00\x1a]++|\\[\\'0Z])*+'"
+    rb"|(?:_[a-z][a-z0-9_]*+ )?+X'(?:[0-9A-Fa-f]{32})*+(?:[0-9A-Fa-f]{2})*+'"
+    rb")"
+)
+_ONE_VALUE = re.compile(_VALUE)
+_MAX_CACHED = 64
+_LENGTH = re.compile(rb"(?:0|[1-9][0-9]{0,11})\n")  # a batch's LENGTH line
+
+
+@lru_cache(maxsize=_MAX_CACHED)
+def _batch_pattern(columns: int) -> re.Pattern[bytes]:
+    rest = rb"(?:," + _VALUE + rb"){%d}" % (columns - 1) if columns > 1 else b""
+    row = rb"\(" + _VALUE + rest + rb"\)"
+    return re.compile(row + rb"(?:," + row + rb")*+")
+
+
+class LiteralError(ValueError):
+    """A batch or a key is not made of literals only; the message says where."""
+
+
+def check_batch(batch: bytes, columns: int) -> None:
+    """Return if ``batch`` is a VALUES list of ``columns``-value literal rows; else LiteralError."""
+    if columns < 1:
+        raise LiteralError(f"a table has at least one column, the manifest says {columns}")
+    if _batch_pattern(columns).fullmatch(batch) is None:
+        raise LiteralError(_where(batch, columns))
+
+
+def is_literal(text: str) -> bool:
+    """Whether ``text`` is exactly one literal of the grammar (a chunk's first/last key)."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError:
+        return False
+    return _ONE_VALUE.fullmatch(data) is not None
+
+
+def checked_batches(
+    stream: Iterable[bytes], columns: int, *, table: str, object_name: str
+) -> Iterator[bytes]:
+    """The batches of one chunk's plaintext, each checked before it is handed on.
+
+    IntegrityError naming the object and the table for a batch that is not literals only
+    or a chunk whose framing is broken.
+    """
+    index = 0
+    try:
+        for index, batch in enumerate(unframe_strict(stream), start=1):
+            try:
+                check_batch(batch, columns)
+            except LiteralError as exc:
+                raise IntegrityError(
+                    f"object {object_name} (table {table}): batch {index} is not a list of "
+                    f"literal rows: {exc}; refused before it reached the server"
+                ) from None
+            yield batch
+    except FramingError as exc:
+        raise IntegrityError(
+            f"object {object_name} (table {table}): the chunk is not a sequence of framed "
+            f"batches: {exc} after batch {index}"
+        ) from None
+
+
+class FramingError(ValueError):
+    """A chunk's plaintext is not a sequence of ``LENGTH "\\n" VALUES "\\n"`` batches."""
+
+
+def unframe_strict(stream: Iterable[bytes]) -> Iterator[bytes]:
+    """The batches of a chunk's plaintext: LENGTH in plain decimal, both newlines checked."""
+    buffer = bytearray()
+    start = 0  # where the next batch's LENGTH line begins in buffer
+    for piece in stream:
+        buffer += piece
+        while True:
+            newline = buffer.find(b"\n", start, start + 14)
+            if newline < 0:
+                if len(buffer) - start >= 14:
+                    raise FramingError("a LENGTH line is not a decimal number")
+                break
+            if _LENGTH.fullmatch(buffer, start, newline + 1) is None:
+                raise FramingError("a LENGTH line is not a decimal number")
+            body = newline + 1
+            end = body + int(buffer[start:newline])
+            if len(buffer) <= end:
+                break
+            if buffer[end] != 0x0A:
+                raise FramingError("a batch is not followed by a newline")
+            yield bytes(buffer[body:end])
+            start = end + 1
+        if start:
+            del buffer[:start]
+            start = 0
+    if buffer:
+        raise FramingError("the chunk ends inside a batch")
+
+
+def check_key(values: object, width: int, *, table: str, object_name: str, side: str) -> None:
+    """A chunk's ``first``/``last`` key: ``width`` literals; IntegrityError otherwise."""
+    if (
+        not isinstance(values, list)
+        or len(values) != width
+        or not all(isinstance(v, str) and is_literal(v) for v in values)
+    ):
+        raise IntegrityError(
+            f"chunk {object_name} of table {table}: its {side} key in the manifest is not "
+            f"{width} literal{'s' if width != 1 else ''}; refused before it reached the server"
+        )
+
+
+def _where(batch: bytes, columns: int) -> str:
+    """Where ``batch`` leaves the grammar (only called on a refused batch: not fast, linear)."""
+    if not batch:
+        return "it is empty"
+    position = 0
+    row = 0
+    end = len(batch)
+    while True:
+        row += 1
+        if batch[position : position + 1] != b"(":
+            return _unexpected(batch, position, row, 0, "'(' opening a row")
+        position += 1
+        for column in range(1, columns + 1):
+            match = _ONE_VALUE.match(batch, position)
+            if match is None:
+                return _unexpected(batch, position, row, column, "a literal")
+            position = match.end()
+            if column < columns:
+                if batch[position : position + 1] != b",":
+                    return _unexpected(batch, position, row, column, "',' between values")
+                position += 1
+        if batch[position : position + 1] != b")":
+            plural = "s" if columns != 1 else ""
+            closing = f"')' closing the row (the table has {columns} column{plural})"
+            return _unexpected(batch, position, row, columns, closing)
+        position += 1
+        if position == end:  # pragma: no cover - only reached for a batch that matched
+            return "it matches (internal inconsistency)"
+        if batch[position : position + 1] != b",":
+            return _unexpected(batch, position, row, columns, "',' between rows")
+        position += 1
+
+
+def _unexpected(batch: bytes, position: int, row: int, column: int, expected: str) -> str:
+    at = f"row {row}" + (f", value {column}" if column else "")
+    if position >= len(batch):
+        return f"{at}: expected {expected}, found the end of the batch (byte {position})"
+    byte = batch[position]
+    # Only the one offending byte is shown, and only when it is ASCII punctuation or a
+    # letter: the message goes to logs and history, which must not receive row data.
+    shown = repr(chr(byte)) if 0x21 <= byte < 0x7F else f"byte 0x{byte:02X}"
+    return f"{at}: expected {expected}, found {shown} at byte {position}"
