@@ -4,6 +4,8 @@
 #   docker run -v /etc/sealdump:/etc/sealdump:ro -v sealdump-state:/var/lib/sealdump sealdump
 #
 # BASE_IMAGE must provide Python 3.11+ with venv and pip (the official slim image does).
+# Pin it by digest for a reproducible image:
+#   docker build --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest> -t sealdump .
 ARG BASE_IMAGE=python:3.11-slim
 
 # -- build: a virtualenv with sealdump and its dependencies -------------------------------
@@ -14,11 +16,13 @@ ARG PIP_CERT
 ARG PIP_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY daemon ./daemon
+# Exact versions with their hashes (requirements.lock, from scripts/lock), then sealdump
+# itself without resolving anything again.
 RUN python3 -m venv /opt/sealdump \
- && /opt/sealdump/bin/pip install --upgrade pip \
- && /opt/sealdump/bin/pip install /src
+ && /opt/sealdump/bin/pip install --require-hashes -r /src/requirements.lock \
+ && /opt/sealdump/bin/pip install --no-deps /src
 
 # -- runtime: the virtualenv only, run by an unprivileged fixed UID -----------------------
 FROM ${BASE_IMAGE}

@@ -105,9 +105,10 @@ def test_tampered_backup_fails_verify_with_exit_4(setup, tmp_path) -> None:
 def test_failed_backup_exits_1_and_is_recorded(setup, tmp_path) -> None:
     config, run = setup
     server_file = config.parent / "servers.d" / "db1.yaml"
+    (config.parent / "wrong.password").write_text("nope\n")
     server_file.write_text(
         server_file.read_text().replace(
-            "password_file: ../db1.password", "password: ${WRONG_PW:-nope}"
+            "password_file: ../db1.password", "password_file: ../wrong.password"
         )
     )
     result = run("backup", "db1", check=1)

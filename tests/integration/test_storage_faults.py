@@ -211,18 +211,22 @@ def test_read_only_filesystem_is_named_and_cleanup_never_hides_it(
         store.write("s/j/b/o/1", [b"x" * 1000])
         remount_read_only(mount)
         try:
-            # The temporary file cannot be created, nor its (absent) name unlinked: the
-            # write's own error is the one reported, the unlink's only logged.
+            # The temporary file cannot be created: the write's own error is the one
+            # reported, a failed clean-up only logged.
             with structlog.testing.capture_logs() as logs, pytest.raises(StorageError) as caught:
                 store.write("s/j/b/o/2", [b"y" * 1000])
             assert str(caught.value) == (
                 f"cannot write {store.root}/s/j/b/o/2: Read-only file system"
             )
             assert not caught.value.transient
-            assert [e["event"] for e in logs] == [
-                "could not remove a temporary file (secondary: the write's own error is reported)"
-            ]
-            assert logs[0]["reason"] == "Read-only file system"
+            # Whether unlinking the absent temporary name fails with EROFS or ENOENT is the
+            # kernel's choice; either way it is at most a secondary warning.
+            secondary = [e for e in logs if e["log_level"] != "debug"]
+            assert all(
+                e["event"].startswith("could not remove a temporary file (secondary")
+                and e["reason"] == "Read-only file system"
+                for e in secondary
+            ), secondary
             with pytest.raises(
                 StorageError, match=f"^cannot create {store.root}/s/j/c: Read-only file system$"
             ):

@@ -10,7 +10,7 @@ import click
 from sealdump.archive.locate import all_backups, locate, reader_for
 from sealdump.archive.verify import verify as verify_backup
 from sealdump.cli.context import State, emit_json, pass_state
-from sealdump.cli.table import human_bytes, render_table
+from sealdump.cli.table import human_bytes, printable, render_table
 from sealdump.errors import IntegrityError, SealdumpError
 from sealdump.restore.drill import run_drill
 
@@ -151,7 +151,8 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
         f"totals      {summary['tables']} tables, {summary['rows']} rows, "
         f"{human_bytes(summary['plain_bytes'])} -> {human_bytes(summary['stored_bytes'])}"
     )
-    click.echo("\n".join(lines) + "\n")
+    # Every line holds names from the manifest: a newline in one must not start a line.
+    click.echo("\n".join(printable(line) for line in lines) + "\n")
     table = [
         [
             f"{database['name']}.{t['name']}",

@@ -168,4 +168,6 @@ def decrypt(state: State, file: Path, output: Path | None, key_file: Path | None
             sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
         return
-    FilesystemStore(output.resolve().parent).write(output.name, plaintext)
+    # Atomic, and 0600 from the temporary file's creation: plaintext is never readable by
+    # others, and a failed decrypt leaves no file (a killed one at most a 0600 .tmp- file).
+    FilesystemStore(output.resolve().parent).write(output.name, plaintext, mode=0o600)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -15,7 +14,7 @@ from sealdump.archive.backup import BackupReader
 from sealdump.archive.locate import Located, locate, reader_for
 from sealdump.cli.backups_cmd import scoped
 from sealdump.cli.context import State, emit_json, pass_state
-from sealdump.cli.table import human_bytes, render_table
+from sealdump.cli.table import human_bytes, printable, render_table
 from sealdump.config.model import Config, Server
 from sealdump.errors import UsageError
 from sealdump.history import RecordedRun, recorded_run
@@ -35,7 +34,11 @@ def selection(function: Any) -> Any:
         scoped,
         click.option("--database", "databases", multiple=True, help="This database (repeatable)."),
         click.option(
-            "--table", "tables", multiple=True, metavar="DB.TABLE", help="This table (repeatable)."
+            "--table",
+            "tables",
+            multiple=True,
+            metavar="DB.TABLE",
+            help="This table (repeatable); `my.db`.`t` quotes names that hold dots.",
         ),
         click.option("--into-database", help="Under this database name instead of the original."),
         click.option("--into-table", help="The one --table under this name."),
@@ -170,7 +173,7 @@ def restore(
     _leftovers(report.leftovers_removed)
     click.echo(render_table(["FROM", "TO", "ROWS", "CHUNKS", "ACTION"], rows))
     for label in report.objects:
-        click.echo(f"  + {label}")
+        click.echo(f"  + {printable(label)}")
     click.echo(
         f"{verb} {len(report.tables)} tables, {report.rows} rows on {destination.name} "
         f"({report.chunks} chunks, {human_bytes(report.stored_bytes)} fetched)"
@@ -238,9 +241,12 @@ def _restore_rows(
     verb = "would" if dry_run else "did"
     _leftovers(report.leftovers_removed)
     click.echo(
-        f"{report.table} -> {report.target} on {destination.name}: fetched {report.chunks_fetched} "
-        f"of {report.chunks_in_table} chunks; {report.found} matching rows in the backup; "
-        f"{verb} insert {report.inserted}, replace {report.replaced}, skip {report.skipped}"
+        printable(
+            f"{report.table} -> {report.target} on {destination.name}: fetched "
+            f"{report.chunks_fetched} of {report.chunks_in_table} chunks; {report.found} "
+            f"matching rows in the backup; {verb} insert {report.inserted}, replace "
+            f"{report.replaced}, skip {report.skipped}"
+        )
     )
 
 
@@ -277,7 +283,8 @@ def export(
             sys.stdout.buffer.write(piece)
         sys.stdout.buffer.flush()
         return
-    # Atomic: a failed export (an integrity error half-way) leaves no truncated file.
+    # Atomic: a failed export (an integrity error half-way) leaves no truncated file. The
+    # temporary file is 0600 from its creation, so even a killed export leaves no plaintext
+    # readable by others.
     directory = output.resolve().parent
-    FilesystemStore(directory).write(output.name, script)
-    os.chmod(output, 0o600)
+    FilesystemStore(directory).write(output.name, script, mode=0o600)

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
+
+# Control characters (newline, escape, ...), format characters (bidi overrides) and
+# line/paragraph separators: in a name from a backup they could fake or hide output lines.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
+
+
+def printable(text: str) -> str:
+    """``text`` for a terminal: backslashes and unprintable characters as Python escapes.
+
+    ``"a\nb"`` shows as ``a\nb``, so a name can never start a line of its own; a real
+    backslash shows doubled, so the two cannot be confused.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if ch == "\\" or unicodedata.category(ch) in _UNPRINTABLE
+        else ch
+        for ch in text
+    )
 
 
 def human_bytes(size: int | None) -> str:
@@ -18,7 +39,8 @@ def human_bytes(size: int | None) -> str:
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; trailing blanks trimmed."""
+    """Left-aligned columns separated by two spaces; trailing blanks trimmed; cells printable."""
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

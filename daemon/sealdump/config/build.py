@@ -21,6 +21,7 @@ from sealdump.config.model import (
     AzureKeyVaultKey,
     Config,
     FilesystemStorage,
+    HistoryUrl,
     Job,
     KeyConfig,
     LocalKey,
@@ -32,7 +33,9 @@ from sealdump.config.model import (
 from sealdump.config.secrets import Secret, SecretFile
 from sealdump.scheduling.schedule import (
     Cron,
+    OutOfRange,
     ScheduleError,
+    bounded,
     parse_cron,
     parse_every,
     parse_timezone,
@@ -47,15 +50,22 @@ def resolve_path(base: Path, value: str) -> Path:
 
 
 def parse_duration(value: int | str) -> timedelta:
-    """A deadline: whole seconds (``90``, ``"90"``) or an interval as ``every`` takes (``30m``)."""
-    if isinstance(value, str) and value.strip().isdigit():
+    """A deadline: whole seconds (``90``, ``"90"``) or an interval as ``every`` takes (``30m``).
+
+    From 1 second to 366 days, like ``every``.
+    """
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        if len(value.strip()) > 12:
+            raise OutOfRange(f"{value!r} is longer than the longest allowed, 366 days")
         value = int(value)
     if isinstance(value, int):
         if value < 1:
             raise ScheduleError(f"{value!r} is not a positive number of seconds")
-        return timedelta(seconds=value)
+        return bounded(value, value)
     try:
         return parse_every(value)
+    except OutOfRange:
+        raise
     except ScheduleError:
         raise ScheduleError(
             f"{value!r} is not a duration such as 90 (seconds), 30m, 2h or 1d"
@@ -134,7 +144,11 @@ def build(main: Document, servers: list[Document], servers_dir: Path) -> Config:
     return Config(
         file=main.file,
         state_dir=state_dir,
-        history_url=data.get("history_url", f"sqlite:///{state_dir / 'history.db'}"),
+        history_url=HistoryUrl(
+            data.get("history_url", f"sqlite:///{state_dir / 'history.db'}"),
+            password_file=_secret_file(main, data.get("history_password_file")),
+            tls=data.get("history_tls", "verify-identity"),
+        ),
         servers_dir=servers_dir,
         storages=storages,
         keys=keys,

@@ -16,6 +16,9 @@ from sealdump.config.secrets import Secret, SecretFile
 from sealdump.scheduling.schedule import Cron
 
 TlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify"]
+# The history database's TLS: as a source's, plus plaintext (no TLS at all); both
+# insecure-skip-verify and plaintext are warned at every open. SQLite ignores it.
+HistoryTlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify", "plaintext"]
 # Default per-request deadlines, in seconds, retries and back-off included.
 STORAGE_TIMEOUT = 120.0
 KEY_VAULT_TIMEOUT = 60.0
@@ -147,13 +150,41 @@ class Server:
     jobs: dict[str, Job] = field(default_factory=dict)
 
 
+class HistoryUrl(str):
+    """``history_url`` that also carries ``history_password_file`` and ``history_tls``.
+
+    It is the URL string itself, so every ``History(config.history_url)`` gets how to log in
+    and how to check the server's certificate without a second argument.
+    """
+
+    password_file: SecretFile | None
+    tls: HistoryTlsMode
+
+    def __new__(
+        cls,
+        url: str,
+        password_file: SecretFile | None = None,
+        tls: HistoryTlsMode = "verify-identity",
+    ) -> HistoryUrl:
+        made = super().__new__(cls, url)
+        made.password_file = password_file
+        made.tls = tls
+        return made
+
+    def __getnewargs__(self) -> tuple[str, SecretFile | None, HistoryTlsMode]:  # type: ignore[override]
+        return (str(self), self.password_file, self.tls)
+
+    def __repr__(self) -> str:
+        return "HistoryUrl(<may hold a password>)"
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole effective configuration."""
 
     file: Path
     state_dir: Path
-    history_url: str = field(repr=False)  # may carry a database password
+    history_url: str = field(repr=False)  # may carry a database password (a HistoryUrl)
     servers_dir: Path
     storages: dict[str, Storage]
     keys: dict[str, KeyConfig]

@@ -7,6 +7,7 @@ secrets shown only as where they come from, never as values.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,24 @@ from sealdump.config.model import Config, Job
 from sealdump.config.secrets import REDACTED, Secret, SecretFile
 from sealdump.scheduling.schedule import Cron
 
+# scheme://user:password@: the password runs to the last '@' (it may hold '@', '/' or '?'),
+# so an unusual password is hidden whole rather than split into user, host and query.
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*):.*@")
+# Query parameters whose value may be a credential (ssl_ca and the like stay visible).
+_SECRET_PARAMETER = re.compile(
+    r"([?&][^=&]*(?:pass|pwd|secret|token|sig|auth|credential|apikey|api_key)[^=&]*=)[^&]*",
+    re.IGNORECASE,
+)
+
 
 def redact_url(url: str) -> str:
-    """A database URL with its password replaced, for display and logs."""
+    """A database URL with its password replaced, for display, errors and logs."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        make_url(url)
     except ArgumentError:
         return REDACTED
+    shown = _PASSWORD.sub(r"\1:***@", url)
+    return _SECRET_PARAMETER.sub(r"\1***", shown)
 
 
 def redact_webhook(url: str) -> str:
@@ -39,6 +51,9 @@ def effective(config: Config) -> dict[str, Any]:
     """``config`` as JSON-ready data, safe to print."""
     data: dict[str, Any] = _plain(config)
     data["history_url"] = redact_url(config.history_url)
+    password_file = getattr(config.history_url, "password_file", None)
+    data["history_password_file"] = password_file.describe() if password_file else None
+    data["history_tls"] = getattr(config.history_url, "tls", "verify-identity")
     return data
 
 

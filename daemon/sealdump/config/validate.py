@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
+from jsonschema.validators import extend
 from ruamel.yaml import YAML
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from sealdump.config.build import build, parse_duration, resolve_path
 from sealdump.config.loader import Document, KeyPath, load_document
@@ -33,7 +39,7 @@ from sealdump.scheduling.schedule import (
 
 DEFAULT_CONFIG = Path("/etc/sealdump/sealdump.yaml")
 # Keys whose values are never echoed in an error, whatever their type.
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "history_url"})
 _TYPE_NAMES = {
     "integer": "an integer",
     "string": "a string",
@@ -53,10 +59,74 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def _is_integer(_checker: Any, instance: Any) -> bool:
+    # JSON Schema counts 3306.0 as an integer; nothing in sealdump can use a float there.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+# Draft 2020-12 with "integer" meaning a YAML integer only.
+_Validator = extend(  # type: ignore[no-untyped-call]  # jsonschema's stubs leave it untyped
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 @functools.cache
-def _validator(definition: str) -> Draft202012Validator:
+def _validator(definition: str) -> Any:
     root = schema()
-    return Draft202012Validator({**root, "$ref": f"#/$defs/{definition}"})
+    return _Validator({**root, "$ref": f"#/$defs/{definition}"})
+
+
+_LISTEN = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPV6]:PORT`` -> (host, port); ValueError says what is wrong."""
+    match = _LISTEN.match(text)
+    if match is None:
+        raise ValueError("must be HOST:PORT or [IPV6]:PORT, such as 127.0.0.1:9187")
+    ipv6, host, port_text = match.groups()
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise ValueError(f"[{ipv6}] is not an IPv6 address") from None
+        host = ipv6
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} is not in 1-65535")
+    return host, port
+
+
+def _history_url_problem(url: str) -> str | None:
+    """Why SQLAlchemy could not use ``url``, without echoing it (it may hold a password)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "not a database URL such as sqlite:///PATH or mysql+pymysql://USER@HOST/DB"
+    except ValueError:
+        return "the port is not a number"
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        return f"port {parsed.port} is not in 1-65535"
+    if "\x00" in url:
+        return "contains a NUL character"
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        return f"unknown database kind {parsed.drivername!r}"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a storage, vault or webhook URL that matched its pattern cannot be used."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        return f"not a usable URL: {exc}"
+    if not parts.hostname:
+        return "not a usable URL: no host"
+    return None
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -66,9 +136,11 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     problems: list[str] = []
     main = load_document(path, env)
     problems += schema_problems(main, "main")
-    servers_dir = resolve_path(path.parent, main.data.get("servers_dir", "servers.d"))
+    named = main.data.get("servers_dir")
+    explicit = isinstance(named, str)  # anything else the schema reported
+    servers_dir = resolve_path(path.parent, named if isinstance(named, str) else "servers.d")
     servers: list[Document] = []
-    for file in _server_files(servers_dir, main, "servers_dir" in main.data, problems):
+    for file in _server_files(servers_dir, main, explicit, problems):
         try:
             document = load_document(file, env)
         except ConfigError as exc:
@@ -86,7 +158,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def _problem_order(problem: str) -> tuple[str, int, str]:
     file, _, rest = problem.partition(":")
     line, _, message = rest.partition(":")
-    return (file, int(line) if line.isdigit() else 0, message)
+    return (file, int(line) if line.isascii() and line.isdigit() else 0, message)
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -184,6 +256,21 @@ def _cross_checks(main: Document, servers: list[Document]) -> list[str]:
                     ("defaults", section), f"unknown {section} {name!r} {_known(kind, table)}"
                 )
             )
+    problems += _history_checks(main)
+    history_url = main.data.get("history_url")
+    if isinstance(history_url, str) and history_url:
+        reason = _history_url_problem(history_url)
+        if reason is not None:
+            problems.append(main.problem(("history_url",), reason))
+    listen = main.data.get("metrics_listen")
+    if isinstance(listen, str) and _LISTEN.match(listen):  # else the schema said it
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            problems.append(main.problem(("metrics_listen",), f"{listen!r}: {exc}"))
+    problems += _url_problems(main, "storages", "account_url")
+    problems += _url_problems(main, "keys", "key_url")
+    problems += _url_problems(main, "keys", "authority_host")
     for name, storage in storages.items():
         url = _mapping(storage).get("account_url")
         if (
@@ -223,6 +310,35 @@ def _cross_checks(main: Document, servers: list[Document]) -> list[str]:
     return problems
 
 
+def _history_checks(main: Document) -> list[str]:
+    """The history database's password is given once (in history_url or in a file)."""
+    url = main.data.get("history_url")
+    if not isinstance(url, str):
+        return []
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return []  # _history_url_problem says why
+    if parsed.password is not None and "history_password_file" in main.data:
+        return [
+            main.problem(
+                ("history_password_file",),
+                "give the password in history_url or history_password_file, not both",
+            )
+        ]
+    return []
+
+
+def _url_problems(doc: Document, section: str, key: str) -> list[str]:
+    problems = []
+    for name, item in _mapping(doc.data.get(section)).items():
+        url = _mapping(item).get(key)
+        reason = _url_problem(url) if isinstance(url, str) else None
+        if reason is not None:
+            problems.append(doc.problem((section, name, key), reason))
+    return problems
+
+
 def _server_checks(
     doc: Document, storages: dict[str, Any], keys: dict[str, Any], defaults: dict[str, Any]
 ) -> list[str]:
@@ -234,6 +350,15 @@ def _server_checks(
                 doc.problem(
                     ("password",),
                     "a password in clear is refused: use password_file or ${ENV_VAR}",
+                )
+            )
+        elif ("password",) in doc.clear_text:
+            # ${UNSET:-hunter2} would put hunter2 in the file just as well.
+            problems.append(
+                doc.problem(
+                    ("password",),
+                    "a password in clear is refused, also as a ${VAR:-default} default or "
+                    "around a reference: use password_file or ${ENV_VAR} alone",
                 )
             )
         if "password_file" in data:
@@ -254,6 +379,10 @@ def _server_checks(
                 )
         if "schedule" in job and "every" in job:
             problems.append(doc.problem((*at, "every"), "give schedule or every, not both"))
+        for event, url in _mapping(job.get("webhooks")).items():
+            reason = _url_problem(url) if isinstance(url, str) else None
+            if reason is not None:
+                problems.append(doc.problem((*at, "webhooks", event), reason))
         for key, parse in (
             ("drill", parse_cron),
             ("schedule", parse_cron),

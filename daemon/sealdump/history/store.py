@@ -2,28 +2,37 @@
 
 The schema is brought up to date by Alembic every time the database is opened, so an
 upgraded sealdump never needs a manual migration step.
+
+A MySQL/MariaDB (PyMySQL) or PostgreSQL history database is reached over TLS with the server
+certificate verified exactly as for sources: ``history_tls`` (carried by the config's
+``HistoryUrl``) says how, ``ssl_ca`` in the URL which CA (else the system's). Its password
+may come from ``history_password_file``, read at every open; no error text names it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text, update
-from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from sealdump.config.model import HistoryTlsMode
+from sealdump.config.secrets import REDACTED, SecretFile
 from sealdump.config.show import redact_url
-from sealdump.errors import HistoryError
+from sealdump.errors import ConfigError, HistoryError
 from sealdump.history.damage import (
     Recovery,
     directory_lock,
@@ -33,7 +42,7 @@ from sealdump.history.damage import (
 )
 from sealdump.history.models import Claim, Run, RunStatus
 from sealdump.history.process import dead_reason, process_start
-from sealdump.log import get_logger
+from sealdump.log import get_logger, redact
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -66,11 +75,23 @@ class History:
     A SQLite file found damaged is moved aside (``history.db.corrupt-YYYYmmddTHHMMSSZ``, with
     its ``-wal`` and ``-shm``) and a fresh database created; ``recovered`` then says so.
     Other databases (MySQL, PostgreSQL shared by several daemons) are never touched: their
-    errors are ``HistoryError``.
+    errors are ``HistoryError``. ``password_file`` and ``tls`` default to what a
+    ``HistoryUrl`` carries (``history_password_file``, ``history_tls``).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        password_file: SecretFile | None = None,
+        tls: HistoryTlsMode | None = None,
+    ) -> None:
         self.url = url
+        self._password_file = password_file or getattr(url, "password_file", None)
+        carried: HistoryTlsMode = getattr(url, "tls", "verify-identity")
+        self._tls: HistoryTlsMode = tls or carried
+        # Known secrets (the URL's password, the file's): never in an error text.
+        self._secrets: list[str] = []
         self.recovered: Recovery | None = None
         # Whether the file was replaced since this object opened it (recovered here, or by
         # another thread or process): a run started before is then no longer in it.
@@ -89,16 +110,43 @@ class History:
             self.engine: Engine = self._engine()
             with _MIGRATE_LOCK:
                 self._ensure_schema()
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, ConfigError, HistoryError) as exc:
             raise HistoryError(
-                f"cannot open history database {redact_url(url)}: {_reason(exc)}"
-            ) from exc
+                f"cannot open history database {redact_url(url)}: {self._why(exc)}"
+            ) from None
 
     def _engine(self) -> Engine:
-        engine = create_engine(make_url(self.url))
+        parsed = make_url(self.url)
+        if parsed.password is not None:
+            self._remember(str(parsed.password))
+        if self._password_file is not None:
+            if parsed.password is not None:
+                raise HistoryError("a password in history_url and in history_password_file")
+            password = self._password_file.read().reveal()
+            self._remember(password)
+            parsed = parsed.set(password=password)
+        parsed, connect_args = _tls_settings(parsed, self._tls, redact_url(self.url))
+        engine = create_engine(parsed, connect_args=connect_args)
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+
+    def _remember(self, secret: str) -> None:
+        for form in (secret, quote(secret, safe=""), quote_plus(secret, safe="")):
+            if form and form not in self._secrets:
+                self._secrets.append(form)
+
+    def _why(self, exc: BaseException) -> str:
+        """``_reason`` of ``exc`` with every known secret and credential-like text removed."""
+        if isinstance(exc, ConfigError):
+            text = "; ".join(exc.problems)
+        elif isinstance(exc, HistoryError):
+            text = str(exc)
+        else:
+            text = _reason(exc, self._tls)
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return redact(text)
 
     # -- schema, damage and recovery -----------------------------------------------------
     def _ensure_schema(self) -> None:
@@ -163,7 +211,7 @@ class History:
         self.replaced = True
         if moved is None:
             return  # another process moved it aside meanwhile and reports that
-        recovery = Recovery(self.url, path, moved, _reason(exc), _now())
+        recovery = Recovery(self.url, path, moved, self._why(exc), _now())
         record_recovery(recovery)
         self.recovered = recovery
         log.error(
@@ -202,14 +250,14 @@ class History:
                     return operation(session)
             except SQLAlchemyError as exc:
                 if attempt == 1 or not self._damaged(exc):
-                    raise HistoryError(f"cannot {what} history: {_reason(exc)}") from exc
+                    raise HistoryError(f"cannot {what} history: {self._why(exc)}") from exc
                 try:
                     with _MIGRATE_LOCK:
                         self._recover(exc, self._file_id)
                 except (SQLAlchemyError, OSError) as error:
-                    raise HistoryError(f"cannot {what} history: {_reason(error)}") from error
+                    raise HistoryError(f"cannot {what} history: {self._why(error)}") from error
             except OSError as exc:
-                raise HistoryError(f"cannot {what} history: {_reason(exc)}") from exc
+                raise HistoryError(f"cannot {what} history: {self._why(exc)}") from exc
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -263,7 +311,7 @@ class History:
         finished = {
             "status": run.status,
             "finished_at": run.finished_at or _now(),
-            "error": run.error,
+            "error": redact(run.error) if run.error else run.error,
             "backup_id": run.backup_id,
             "bytes": run.bytes,
             "rows": run.rows,
@@ -332,7 +380,7 @@ class History:
                 raise HistoryError(f"no run {run_id} in the history database")
             run.status = status.value
             run.finished_at = _now()
-            run.error = error
+            run.error = redact(error) if error else error
             run.backup_id = backup_id
             run.bytes = bytes_
             run.rows = rows
@@ -450,8 +498,100 @@ def _same_run(row: Run, run: Run) -> bool:
     )
 
 
-def _reason(exc: BaseException) -> str:
-    """The first line of a driver error, without SQL parameters that could hold data."""
+def _reason(exc: BaseException, tls: HistoryTlsMode = "verify-identity") -> str:
+    """The first line of a driver error, without SQL parameters that could hold data.
+
+    TLS failures are said plainly, with the setting that changes the outcome.
+    """
     original = getattr(exc, "orig", None)
     text = str(original if original is not None else exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text and "mismatch" in text.lower():
+        return (
+            "TLS failure: the server certificate is not valid for this host name "
+            "(host name mismatch; history_tls: verify-ca skips this check)"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            "TLS failure: the server certificate is not signed by a trusted CA (give the CA "
+            "as ssl_ca in history_url; by default the system CA bundle is used)"
+        )
+    if "server doesn't support" in text and "SSL" in text:
+        return (
+            "TLS failure: the server does not offer TLS (history_tls: plaintext allows "
+            "that, with a warning)"
+        )
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+# Query parameters that would weaken or bypass the TLS settings sealdump makes.
+_TLS_OVERRIDES = frozenset(
+    {
+        "ssl",
+        "ssl_disabled",
+        "ssl_verify_cert",
+        "ssl_verify_identity",
+        "ssl_check_hostname",
+        "ssl_mode",
+        "sslmode",
+    }
+)
+
+
+def _tls_settings(url: URL, mode: HistoryTlsMode, shown: str) -> tuple[URL, dict[str, Any]]:
+    """The URL to give SQLAlchemy and the driver's TLS ``connect_args`` for ``mode``.
+
+    SQLite needs none. PyMySQL gets an ``ssl.SSLContext`` as a source connection does
+    (TLS required, certificate and host name checked, ``ssl_ca``/``ssl_capath``/
+    ``ssl_cert``/``ssl_key`` taken from the URL); psycopg gets ``sslmode`` verify-full or
+    verify-ca. Other network drivers are refused unless TLS checks are switched off.
+    """
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend == "sqlite":
+        return url, {}
+    query = dict(url.query)
+    overrides = sorted(key for key in query if key.lower() in _TLS_OVERRIDES)
+    if overrides:
+        raise HistoryError(
+            f"{', '.join(overrides)} in history_url: the history database's TLS is set with "
+            "history_tls (the URL may only name files: ssl_ca, ssl_cert, ssl_key)"
+        )
+    if mode in ("insecure-skip-verify", "plaintext"):
+        what = "WITHOUT TLS" if mode == "plaintext" else "certificate NOT verified"
+        log.warning(f"history database: {what} (history_tls: {mode})", history_url=shown)
+    if backend in ("mysql", "mariadb") and driver == "pymysql":
+        files = {key: str(query.pop(key)) for key in list(query) if key.startswith("ssl_")}
+        url = url.set(query=query)
+        if mode == "plaintext":
+            return url, {"ssl_disabled": True}
+        context = ssl.create_default_context(
+            cafile=files.pop("ssl_ca", None), capath=files.pop("ssl_capath", None)
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if mode == "insecure-skip-verify":
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif mode == "verify-ca":
+            context.check_hostname = False
+        if "ssl_cert" in files:
+            context.load_cert_chain(files.pop("ssl_cert"), files.pop("ssl_key", None))
+        if files:
+            raise HistoryError(f"unknown TLS options in history_url: {', '.join(sorted(files))}")
+        return url, {"ssl": context}
+    if backend == "postgresql" and driver in ("psycopg", "psycopg2"):
+        sslmode = {
+            "verify-identity": "verify-full",
+            "verify-ca": "verify-ca",
+            "insecure-skip-verify": "require",
+            "plaintext": "disable",
+        }[mode]
+        args: dict[str, Any] = {"sslmode": sslmode}
+        if mode in ("verify-identity", "verify-ca") and "sslrootcert" not in query:
+            args["sslrootcert"] = "system"  # libpq 16+: the system CA store
+        return url, args
+    if mode in ("insecure-skip-verify", "plaintext"):
+        return url, {}  # as the URL says: TLS is the driver's business, unchecked by sealdump
+    raise HistoryError(
+        f"sealdump verifies the TLS of a history database only with mysql+pymysql or "
+        f"postgresql+psycopg/psycopg2, not {backend}+{driver}; use one of those, or "
+        "history_tls: insecure-skip-verify to connect as the URL says"
+    )

@@ -111,10 +111,37 @@ def plan_restore(
 
 
 def _split(text: str) -> tuple[str, str]:
-    database, dot, table = text.partition(".")
-    if not dot or not database or not table:
-        raise UsageError(f"--table takes DATABASE.TABLE, not {text!r}")
+    """``db.table``, or with MySQL backquotes for names holding dots: ```my.db`.`t` ``.
+
+    Unquoted, the first dot separates. Inside backquotes a doubled backquote is one.
+    """
+    usage = f"--table takes DATABASE.TABLE or `DATABASE`.`TABLE`, not {text!r}"
+    database, rest = _identifier(text, usage, stop=".")
+    if not rest.startswith("."):
+        raise UsageError(usage)
+    table, rest = _identifier(rest[1:], usage, stop="")
+    if rest or not database or not table:
+        raise UsageError(usage)
     return database, table
+
+
+def _identifier(text: str, usage: str, stop: str) -> tuple[str, str]:
+    """One name at the start of ``text`` (quoted, or up to ``stop``) and what follows it."""
+    if not text.startswith("`"):
+        end = text.find(stop) if stop else -1
+        return (text, "") if end < 0 else (text[:end], text[end:])
+    name: list[str] = []
+    index = 1
+    while index < len(text):
+        if text[index] != "`":
+            name.append(text[index])
+            index += 1
+        elif text.startswith("``", index):
+            name.append("`")
+            index += 2
+        else:
+            return "".join(name), text[index + 1 :]
+    raise UsageError(f"{usage}: a backquote is not closed")
 
 
 def _closest(word: str, choices: Any) -> str:

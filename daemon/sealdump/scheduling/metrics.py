@@ -2,12 +2,19 @@
 
 Monitoring never fails a backup: recording is in-memory, and the HTTP server runs in a
 thread of its own.
+
+Connections are served concurrently, each in a daemon thread, and each socket wait (for a
+request line, headers, or for the client to take the answer) is bounded by
+``CONNECTION_TIMEOUT`` seconds: an idle or stalled client is dropped then, and never keeps
+``/healthz`` (a container's HEALTHCHECK) from answering anyone else.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -16,6 +23,10 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sealdump.history import recoveries
+from sealdump.log import get_logger
+
+log = get_logger(__name__)
+CONNECTION_TIMEOUT = 5.0  # seconds any one socket wait of a metrics connection may take
 
 
 class Metrics:
@@ -70,13 +81,34 @@ class _HistoryRecoveries(Collector):
 
 
 class _QuietHandler(WSGIRequestHandler):
+    timeout = CONNECTION_TIMEOUT  # StreamRequestHandler sets it on the connection's socket
+
+    def handle(self) -> None:
+        """One request; a client that goes idle or away is dropped without a traceback."""
+        try:
+            super().handle()
+        except (TimeoutError, ConnectionError):
+            self.close_connection = True
+
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds are not worth a log line."""
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """``WSGIServer``, one daemon thread per connection."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed connection is the client's business: one debug line, no traceback."""
+        log.debug("metrics connection failed", client=str(client_address))
 
 
 def serve(listen: str, metrics: Metrics, healthy: Callable[[], bool]) -> WSGIServer:
     """Serve ``/metrics`` and ``/healthz`` on ``HOST:PORT`` in a background thread."""
     host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"  # "[::1]:9187" -> ::1
     prometheus = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -89,8 +121,10 @@ def serve(listen: str, metrics: Metrics, healthy: Callable[[], bool]) -> WSGISer
         result: Iterable[bytes] = prometheus(environ, start_response)
         return result
 
-    server = make_server(
-        host.strip("[]") or "127.0.0.1", int(port), app, handler_class=_QuietHandler
-    )
+    class _Server(_ThreadingServer):
+        # An IPv6 address needs an IPv6 socket (WSGIServer's default is IPv4).
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, int(port), app, server_class=_Server, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="sealdump-metrics", daemon=True).start()
     return server

@@ -43,12 +43,19 @@ _FIELDS = (
     _Field("month", 1, 12, _MONTHS),
     _Field("day of week", 0, 7, [*_WEEKDAYS, "sun"]),
 )
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_EVERY = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_EVERY = re.compile(r"^([1-9][0-9]{0,11})([smhd])$")
+# Intervals and deadlines sealdump accepts: a second to a (leap) year.
+SHORTEST = timedelta(seconds=1)
+LONGEST = timedelta(days=366)
 
 
 class ScheduleError(ValueError):
     """A schedule that cannot be parsed; the message says which part and why."""
+
+
+class OutOfRange(ScheduleError):
+    """An interval or deadline shorter than SHORTEST or longer than LONGEST."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,9 @@ def _parse_field(spec: _Field, text: str) -> tuple[int, ...] | None:
         base, _, step_text = item.partition("/")
         step = 1
         if step_text:
-            if not step_text.isdigit() or int(step_text) == 0:
+            step = _digits(step_text) or 0
+            if step < 1:
                 raise ScheduleError(f"{spec.name}: bad step {step_text!r} in {item!r}")
-            step = int(step_text)
         if base == "*":
             start, end = spec.low, spec.high
         elif "-" in base:
@@ -113,9 +120,16 @@ def _parse_field(spec: _Field, text: str) -> tuple[int, ...] | None:
     return tuple(sorted(chosen))
 
 
+def _digits(text: str) -> int | None:
+    """``text`` as a number if it is 1-9 ASCII digits (``str.isdigit`` also takes '³')."""
+    if 0 < len(text) < 10 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _value(spec: _Field, text: str) -> int:
-    if text.isdigit():
-        number = int(text)
+    number = _digits(text)
+    if number is not None:
         if not spec.low <= number <= spec.high:
             raise ScheduleError(f"{spec.name} {number} out of range {spec.low}-{spec.high}")
         return number
@@ -125,18 +139,27 @@ def _value(spec: _Field, text: str) -> int:
 
 
 def parse_every(text: str) -> timedelta:
-    """``10s``, ``5m``, ``6h``, ``1d`` -> timedelta."""
+    """``10s``, ``5m``, ``6h``, ``1d`` -> timedelta, from 1 second to 366 days."""
     match = _EVERY.match(text.strip())
     if not match:
         raise ScheduleError(f"{text!r} is not an interval such as 10s, 5m, 6h or 1d")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    return bounded(int(match.group(1)) * _UNITS[match.group(2)], text)
+
+
+def bounded(seconds: int, text: object) -> timedelta:
+    """``seconds`` as a timedelta if within SHORTEST..LONGEST, else ScheduleError."""
+    if seconds > LONGEST.total_seconds():
+        raise OutOfRange(f"{text!r} is longer than the longest allowed, {LONGEST.days} days")
+    if seconds < SHORTEST.total_seconds():
+        raise OutOfRange(f"{text!r} is shorter than one second")
+    return timedelta(seconds=seconds)
 
 
 def parse_timezone(name: str) -> ZoneInfo:
     """An IANA time zone by name; abbreviations such as CET are refused for clarity."""
     try:
         zone = ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name too long
         raise ScheduleError(
             f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
         ) from exc

@@ -11,6 +11,13 @@ one object can pass 1 TiB within the 50,000-block limit.
 Every request has a deadline: the storage's ``timeout`` (see ``RetryPlan``). A request
 that runs out of time is a transient ``StorageError`` saying it timed out and naming the
 storage.
+
+HTTPS only, whatever the credential: ``account_url`` is checked by ``config validate``, and
+a connection string (a secret, read at first use) is checked then, on the endpoint the SDK
+client it makes would actually call (``BlobEndpoint``, or ``DefaultEndpointsProtocol`` with
+``AccountName`` and ``EndpointSuffix``, or ``UseDevelopmentStorage``): plain HTTP is refused
+unless the storage has ``allow_insecure_http: true`` (warned at every use), and an endpoint
+other than ``account_url``'s is refused, before any request leaves the process.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from azure.core.exceptions import (
     AzureError,
@@ -38,6 +46,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, ContainerClient, ImmutabilityPolicy, StandardBlobTier
 
 from sealdump.config.model import AzureBlobStorage
+from sealdump.config.secrets import SecretFile
 from sealdump.errors import StorageError
 from sealdump.log import get_logger
 
@@ -157,11 +166,7 @@ def block_id(index: int) -> str:
 
 def _container_client(config: AzureBlobStorage, options: dict[str, Any]) -> ContainerClient:
     """A client for the configured container; the first configured credential wins."""
-    if config.account_url.startswith("http://"):
-        log.warning(
-            "using plain HTTP to blob storage (allow_insecure_http: true): emulators only",
-            storage=config.name,
-        )
+    _check_scheme(config, config.account_url)
     if config.ca_file is not None:
         options["connection_verify"] = str(config.ca_file)
     if config.sas_token_file is not None:
@@ -179,7 +184,7 @@ def _container_client(config: AzureBlobStorage, options: dict[str, Any]) -> Cont
     if config.connection_string_file is not None:
         log.info("blob storage authentication", storage=config.name, method="connection string")
         text = config.connection_string_file.read().reveal()
-        return ContainerClient.from_connection_string(text, config.container, **options)
+        return _from_connection_string(config, config.connection_string_file, text, options)
     from azure.identity import DefaultAzureCredential
 
     log.info(
@@ -195,11 +200,73 @@ def _container_client(config: AzureBlobStorage, options: dict[str, Any]) -> Cont
     return ContainerClient(config.account_url, config.container, credential=identity, **options)
 
 
+_READ_AT_USE = (
+    "the connection string is a secret read at first use, so `sealdump config validate` "
+    "cannot check it"
+)
+
+
+def _check_scheme(config: AzureBlobStorage, endpoint: str, source: str = "account_url") -> None:
+    """Refuse a plain-HTTP ``endpoint`` unless ``allow_insecure_http`` (then warn)."""
+    if urlsplit(endpoint).scheme.lower() == "https":
+        return
+    if not config.allow_insecure_http:
+        where = "" if source == "account_url" else f" ({_READ_AT_USE})"
+        raise StorageError(
+            f"blob storage {config.name!r}: {source} names the plain-HTTP endpoint {endpoint}: "
+            "refused, its credential would cross the network in clear; use https:// or, for "
+            f"an emulator only, allow_insecure_http: true{where}"
+        )
+    log.warning(
+        "using plain HTTP to blob storage (allow_insecure_http: true): emulators only",
+        storage=config.name,
+        endpoint=endpoint,
+    )
+
+
+def _from_connection_string(
+    config: AzureBlobStorage, secret: SecretFile, text: str, options: dict[str, Any]
+) -> ContainerClient:
+    """The SDK's client for a connection string, once the endpoint it would call is checked.
+
+    The client is made first (no request is sent) and its own endpoint is checked, so what is
+    checked is what would be called. Nothing of the string itself is ever put in a message.
+    """
+    source = f"the connection string ({secret.describe()})"
+    try:
+        client = ContainerClient.from_connection_string(text, config.container, **options)
+    except ValueError:
+        raise StorageError(
+            f"blob storage {config.name!r}: {source} is not a valid connection string (expected "
+            "BlobEndpoint=https://...;SharedAccessSignature=... or "
+            "DefaultEndpointsProtocol=https;AccountName=...;AccountKey=...;EndpointSuffix=...)"
+        ) from None
+    # The SDK's host, port and account path; never user information (nor a query: a SAS).
+    endpoint = f"{client.scheme}://{client.primary_hostname.rpartition('@')[2]}"
+    _check_scheme(config, endpoint, source)
+    if _normalized(endpoint) != _normalized(config.account_url):
+        raise StorageError(
+            f"blob storage {config.name!r}: {source} names the endpoint {endpoint}, but "
+            f"account_url is {config.account_url}: refused, they must name the same endpoint "
+            f"({_READ_AT_USE})"
+        )
+    return client
+
+
+def _normalized(url: str) -> tuple[str, str, int | None, str]:
+    """Scheme, host, port (the scheme's default made explicit) and path of an endpoint."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
 def _account_name(account_url: str) -> str:
     """The storage account of an endpoint: the host's first label, or Azurite's path segment."""
-    from urllib.parse import urlparse
-
-    parsed = urlparse(account_url)
+    parsed = urlsplit(account_url)
     path = parsed.path.strip("/")
     host = parsed.hostname or ""
     if path and (host.replace(".", "").isdigit() or host == "localhost"):

@@ -197,8 +197,14 @@ class FilesystemStore:
 
     # -- the protocol --------------------------------------------------------------------
 
-    def write(self, name: str, chunks: Iterable[bytes]) -> int:
-        """Write atomically: temp file, fsync, rename, fsync the directory."""
+    def write(self, name: str, chunks: Iterable[bytes], *, mode: int = 0o600) -> int:
+        """Write atomically: temp file, fsync, rename, fsync the directory.
+
+        The temporary file is created with ``mode`` (owner-only by default: backup objects,
+        and a decrypted export must never be readable by others, not even for a moment). The
+        umask (or a default ACL) can only narrow a mode given to ``open``, never widen it, and
+        the rename keeps it: no chmod afterwards (which a network mount may refuse).
+        """
         path = self._path(name)
         *folders, leaf = name.split("/")
         try:
@@ -212,7 +218,7 @@ class FilesystemStore:
         size = 0
         try:
             self._replaceable(directory, leaf, name)
-            descriptor = os.open(temporary, _CREATE, 0o666, dir_fd=directory)
+            descriptor = os.open(temporary, _CREATE, mode, dir_fd=directory)
             with os.fdopen(descriptor, "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
