@@ -45,6 +45,9 @@ log = get_logger(__name__)
 _LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
 
 
+_DEADLOCK = 1213
+_CHUNK_ATTEMPTS = 3
+
 _HINTS = {
     1419: " (set the server parameter log_bin_trust_function_creators=ON to restore routines)",
     1227: " (the restoring account lacks a privilege; DEFINERs are dropped unless --keep-definers)",
@@ -274,15 +277,25 @@ def _load_all(
         into = qualified(staging[table.target_database], table.target_name)
         columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
         prefix = f"INSERT INTO {into} ({columns}) VALUES ".encode()
-        batches = checked_batches(
-            reader.open(chunk),
-            len(table.entry["columns"]),
-            table=table.source,
-            object_name=chunk["object"],
-        )
-        for batch in batches:
-            cur.execute(prefix + batch)
-        cur.connection.commit()
+        for attempt in range(1, _CHUNK_ATTEMPTS + 1):
+            batches = checked_batches(
+                reader.open(chunk),
+                len(table.entry["columns"]),
+                table=table.source,
+                object_name=chunk["object"],
+            )
+            try:
+                for batch in batches:
+                    cur.execute(prefix + batch)
+                cur.connection.commit()
+                return
+            except pymysql.err.OperationalError as exc:
+                # Chunks of one table load in parallel; InnoDB may pick one as a deadlock
+                # victim. The chunk is one transaction, rolled back: load it again.
+                cur.connection.rollback()
+                if exc.args[0] != _DEADLOCK or attempt == _CHUNK_ATTEMPTS:
+                    raise
+                log.info("chunk load retried after a deadlock", table=table.source, attempt=attempt)
 
     try:
         with ThreadPoolExecutor(
