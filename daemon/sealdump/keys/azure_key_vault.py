@@ -38,8 +38,6 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
     ServiceRequestError,
-    ServiceRequestTimeoutError,
-    ServiceResponseTimeoutError,
 )
 from azure.core.pipeline.policies import RetryPolicy
 from azure.keyvault.keys import KeyClient
@@ -48,6 +46,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from sealdump.azure_errors import timed_out
 from sealdump.config.model import AzureKeyVaultKey
 from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError
 from sealdump.keys.base import DEK_HS256, PS256, RS256, Signature, Wrapping, mac
@@ -343,7 +342,7 @@ class AzureKeyVaultProvider:
             raise self._error(operation, key_id, exc, time.monotonic() - started) from None
 
     def _error(self, operation: str, key_id: str, exc: AzureError, elapsed: float) -> SealdumpError:
-        if _timed_out(exc):
+        if timed_out(exc):
             return KeyProviderError(
                 f"Key Vault timed out after {elapsed:.0f} s: no answer to {operation} on "
                 f"{key_id} (timeout: {self.config.timeout:g} s per call, retries included)",
@@ -385,23 +384,6 @@ class AzureKeyVaultProvider:
             f"Key Vault connection lost during {operation} on {key_id}: {_first_line(exc)}",
             transient=True,
         )
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """Whether ``exc``, or an error it wraps, is a connect or read timeout."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(
-            seen, ServiceRequestTimeoutError | ServiceResponseTimeoutError | TimeoutError
-        ):
-            return True
-        if "timed out" in str(seen).lower():
-            return True
-        inner = getattr(seen, "inner_exception", None)
-        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
 
 
 def _first_line(exc: Exception) -> str:

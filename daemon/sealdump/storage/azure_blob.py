@@ -39,12 +39,11 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
     ServiceRequestError,
-    ServiceRequestTimeoutError,
     ServiceResponseError,
-    ServiceResponseTimeoutError,
 )
 from azure.storage.blob import BlobBlock, ContainerClient, ImmutabilityPolicy, StandardBlobTier
 
+from sealdump.azure_errors import timed_out
 from sealdump.config.model import AzureBlobStorage
 from sealdump.config.secrets import SecretFile
 from sealdump.errors import StorageError
@@ -468,7 +467,7 @@ class AzureBlobStore:
             return StorageError(
                 f"TLS failure for {self.config.account_url}: certificate not signed by a CA in {ca}"
             )
-        if _timed_out(exc):
+        if timed_out(exc):
             took = f" after {elapsed:.0f} s" if elapsed is not None else ""
             return StorageError(
                 f"{storage} timed out{took}: no answer to {operation} of {where} "
@@ -513,23 +512,6 @@ class AzureBlobStore:
             f"{storage} {operation} of {where} failed: {code or status}: {_first_line(exc)}",
             transient=status in _TRANSIENT_STATUS,
         )
-
-
-def _timed_out(exc: BaseException) -> bool:
-    """Whether ``exc``, or an error it wraps, is a connect or read timeout."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(
-            seen, ServiceRequestTimeoutError | ServiceResponseTimeoutError | TimeoutError
-        ):
-            return True
-        if "timed out" in str(seen).lower():
-            return True
-        inner = getattr(seen, "inner_exception", None)
-        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
 
 
 _QUERY = re.compile(r"\?[^\s'\"]*")
