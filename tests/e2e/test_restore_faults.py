@@ -70,6 +70,8 @@ def _state(server: MariaDB) -> dict[str, Any]:
     }
 
 
+# The restore every test here makes: the backup's p over the live one.
+REPLACE_P = ["restore", "latest", "--table", "swapdb.p", "--mode", "replace"]
 BACKUP_ROWS = [(1, "backup"), (2, "backup"), (3, "backup")]
 LIVE_ROWS = [(1, "live"), (2, "live"), (3, "live"), (4, "live")]
 
@@ -153,19 +155,7 @@ def test_swap_that_cannot_get_its_lock_changes_nothing(swapdb, mariadb: MariaDB)
     config, before = swapdb
     holder = Holder(mariadb, "swapdb.p")
     try:
-        result = run(
-            [
-                str(config),
-                "restore",
-                "latest",
-                "--table",
-                "swapdb.p",
-                "--mode",
-                "replace",
-                "--lock-wait-timeout",
-                "2",
-            ],
-        )
+        result = run([str(config), *REPLACE_P, "--lock-wait-timeout", "2"])
     finally:
         holder.release()
     assert result.returncode == 1, result.stdout + result.stderr
@@ -178,7 +168,7 @@ def test_replace_keeps_foreign_keys_of_other_tables_and_takes_the_backups_trigge
     swapdb, mariadb: MariaDB
 ) -> None:
     config, before = swapdb
-    run([str(config), "restore", "latest", "--table", "swapdb.p", "--mode", "replace"], 0)
+    run([str(config), *REPLACE_P], 0)
     after = _state(mariadb)
     assert after == {**before, "rows": BACKUP_ROWS}
     # The child's key points at the restored table: cascades and checks work against it.
@@ -197,17 +187,7 @@ def _kill_while_waiting(
     watcher = Watcher(mariadb)
     watcher.start()
     process = subprocess.Popen(
-        [
-            *_sealdump(),
-            "--config",
-            str(config),
-            "restore",
-            "latest",
-            "--table",
-            "swapdb.p",
-            "--mode",
-            "replace",
-        ],
+        [*_sealdump(), "--config", str(config), *REPLACE_P],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -235,21 +215,7 @@ def test_kill_while_the_swap_waits_leaves_the_old_table(swapdb, mariadb: MariaDB
     assert state["rows"] in (LIVE_ROWS, BACKUP_ROWS)  # whichever, never neither
     assert state["leftovers"]  # the killed run's schemas, until someone finishes them
     # The next restore finishes the dead run first (foreign keys, triggers), then does its own.
-    out = json.loads(
-        run(
-            [
-                str(config),
-                "--json",
-                "restore",
-                "latest",
-                "--table",
-                "swapdb.p",
-                "--mode",
-                "replace",
-            ],
-            0,
-        ).stdout
-    )
+    out = json.loads(run([str(config), "--json", *REPLACE_P], 0).stdout)
     assert sorted(out["leftovers_removed"]) == sorted(state["leftovers"])
     assert _state(mariadb) == {**before, "rows": BACKUP_ROWS}
 
