@@ -204,7 +204,23 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
         cur.execute("DROP DATABASE slow2")
 
 
+def claims_by(config: Path) -> list[tuple[str, str, str]]:
+    """Every claim in the shared history: (job key, fire time, claiming host:pid)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{config.parent.parent / 'state' / 'history.db'}")
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT job_key, fire_time, claimed_by FROM claims"))
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+    finally:
+        engine.dispose()
+
+
 def test_two_daemons_sharing_a_history_run_each_scheduled_run_once(daemon_env, tmp_path) -> None:
+    """Both daemons fire for every scheduled time; one claims it, the other skips it. When
+    the daemon that won stops, the other carries on alone (no sleeps: each step waits for
+    the state it needs)."""
     config, _, notifications = daemon_env
     config.write_text(
         "\n".join(
@@ -215,14 +231,26 @@ def test_two_daemons_sharing_a_history_run_each_scheduled_run_once(daemon_env, t
         + "\n"
     )
     other = Notifications(tmp_path / "notify2.sock")
+    logs = [notifications.path.with_suffix(".log"), other.path.with_suffix(".log")]
     first, second = start(config, notifications), start(config, other)
+    daemons = {first.pid: (first, notifications), second.pid: (second, other)}
     try:
         notifications.wait_for("READY=1")
         other.wait_for("READY=1")
-        time.sleep(9)
-        for process in (first, second):
-            process.send_signal(signal.SIGTERM)
-        outputs = [finish(first, notifications), finish(second, other)]
+        skipped = "run claimed by another daemon"
+        wait(lambda: any(skipped in log.read_text() for log in logs), timeout=60)
+        winner_pid = int(claims_by(config)[0][2].rsplit(":", 1)[1])
+        winner, winner_notes = daemons.pop(winner_pid)
+        winner.send_signal(signal.SIGTERM)
+        finish(winner, winner_notes)
+        survivor_pid = next(iter(daemons))
+        wait(
+            lambda: any(c[2].endswith(f":{survivor_pid}") for c in claims_by(config)),
+            timeout=60,
+        )
+        survivor, survivor_notes = daemons[survivor_pid]
+        survivor.send_signal(signal.SIGTERM)
+        finish(survivor, survivor_notes)
     finally:
         for process in (first, second):
             if process.poll() is None:
@@ -233,16 +261,9 @@ def test_two_daemons_sharing_a_history_run_each_scheduled_run_once(daemon_env, t
         runs = history.runs(kind="backup", limit=100)
     finally:
         history.close()
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(f"sqlite:///{config.parent.parent / 'state' / 'history.db'}")
-    with engine.connect() as connection:
-        claims = connection.execute(
-            text("SELECT job_key, fire_time, claimed_by FROM claims")
-        ).fetchall()
-    engine.dispose()
+    claims = claims_by(config)
     assert len(runs) >= 2
     assert len(claims) == len(runs)  # every run was claimed, and each claim ran once
     assert len({c[1] for c in claims}) == len(claims)  # one run per scheduled time
-    assert len({c[2] for c in claims}) == 2  # both daemons took part
-    assert any("run claimed by another daemon" in output for output in outputs)
+    assert {c[2].rsplit(":", 1)[1] for c in claims} == {str(first.pid), str(second.pid)}
+    assert [run.status for run in runs] == [RunStatus.SUCCESS] * len(runs)

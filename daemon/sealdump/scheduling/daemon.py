@@ -298,17 +298,19 @@ class Daemon:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(server=server_name, job=job_name)
         due = due or self._due(kind, server_name, job_name)
-        try:
-            if not self._claim(self.config, kind, server_name, job_name, due):
-                return
-        except SealdumpError as exc:
-            log.error("cannot claim the run; skipped", kind=kind, error=str(exc))
-            return
         with self._lock:
             server_lock = self._server_locks.setdefault(server_name, threading.Lock())
         with server_lock:  # one job per server at a time
             if self._stop.is_set() or self.cancel.is_set():
                 return  # queued behind another job when the stop came: not started at all
+            # Claimed only now that it will start: a run claimed and then abandoned at a
+            # stop would be lost to every other daemon sharing the history.
+            try:
+                if not self._claim(self.config, kind, server_name, job_name, due):
+                    return
+            except SealdumpError as exc:
+                log.error("cannot claim the run; skipped", kind=kind, error=str(exc))
+                return
             config = self.config
             server = config.servers.get(server_name)
             job = server.jobs.get(job_name) if server else None
