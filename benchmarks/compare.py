@@ -87,9 +87,9 @@ def timed(
             check=False,
         )
     finally:
-        for handle in (source, sink):
-            if hasattr(handle, "close"):
-                handle.close()
+        for stream in (source, sink):
+            if hasattr(stream, "close"):
+                stream.close()
     if result.returncode != 0:
         raise RuntimeError(f"{command[0]} failed: {result.stderr.decode()[-2000:]}")
     seconds, rss_kib = report.read_text().split()[-2:]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -57,7 +57,10 @@ def main() -> None:
     dek = os.urandom(32)
     random_data = os.urandom(size)
     text = sql_like(size)
-    pieces = lambda data: (data[i : i + PIECE] for i in range(0, len(data), PIECE))  # noqa: E731
+
+    def pieces(data: bytes) -> Iterator[bytes]:
+        return (data[i : i + PIECE] for i in range(0, len(data), PIECE))
+
     cipher = AESGCM(dek)
     nonce = os.urandom(12)
     segment = 1 << 20

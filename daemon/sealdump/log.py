@@ -9,7 +9,8 @@ Every line, at every verbosity, passes ``redact`` twice: each value of the event
 arguments, exception and stack text) before rendering, and the rendered line after. It
 removes what libraries put in their debug lines: the query of any URL (SAS tokens ride
 there), passwords in ``scheme://user:pass@`` URLs, ``Authorization``-style headers, bearer
-tokens and the keys of connection strings.
+tokens, anything shaped like a JWT (Entra ID access tokens, wherever they appear) and the
+keys of connection strings.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ _HEADER = re.compile(
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"""\b(Bearer|Basic|SharedKey|SharedKeyLite)\s+[A-Za-z0-9._~+/:=-]+""")
+# A JWT (header.payload[.signature], base64url JSON objects: "eyJ" is '{"'), such as the
+# Entra ID access token an ``auth: entra`` server gets as its password.
+# No word boundary before it: a token may follow other text (b'\x00eyJ...' in a bytes repr).
+_JWT = re.compile(r"""eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)?""")
 
 
 def redact(text: str) -> str:
@@ -73,6 +78,7 @@ def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(rf"\1:{REDACTED}@", text)
     text = _URL_QUERY.sub(rf"\1{REDACTED}", text)
     text = _HEADER.sub(rf"\1\2{REDACTED}", text)
+    text = _JWT.sub(REDACTED, text)
     text = _BEARER.sub(rf"\1 {REDACTED}", text)
     text = _KEY_VALUE.sub(rf"\1{REDACTED}", text)
     return _SAS.sub(rf"\1{REDACTED}", text)

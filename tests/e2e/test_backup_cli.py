@@ -11,6 +11,7 @@ import pytest
 from tests.support.configs import write_config
 from tests.support.dataset import create_slow_table, table_fingerprints
 from tests.support.mariadb import MariaDB
+from tests.support.net import wait_until
 
 pytestmark = pytest.mark.mariadb
 
@@ -42,6 +43,14 @@ def test_backup_list_show_restore_verify(setup, prepared: MariaDB) -> None:
 
     shown = json.loads(run("--json", "show", backup_id).stdout)
     assert shown["keys"][0]["key_id"].startswith("local:")
+    # The manifest's own fields, as stored, then what show adds.
+    assert list(shown) == [
+        *("server", "job", "started_at", "finished_at", "sealdump_version", "host", "source"),
+        *("consistency", "databases", "totals", "format", "backup_id"),
+        *("storage", "keys", "signature"),
+    ]
+    assert shown["consistency"]["connections"] >= 1
+    assert isinstance(shown["databases"][0]["tables"][0]["chunks"], list)
     text = run("show", "latest").stdout
     assert "consistent-snapshot, binlog binlog." in text
     assert "fidelity.strings" in text
@@ -295,7 +304,6 @@ def test_sigterm_mid_backup_removes_the_partial_backup(
     import os
     import signal
     import sys
-    import time
 
     with prepared.root() as conn, conn.cursor() as cur:
         create_slow_table(cur, "slow", 600_000)
@@ -310,10 +318,12 @@ def test_sigterm_mid_backup_removes_the_partial_backup(
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not list((tmp_path / "backups").rglob("keys.json")):
-        time.sleep(0.05)
-    time.sleep(0.3)  # inside the table dump
+
+    def dumping() -> bool:
+        assert process.poll() is None, process.communicate()[1].decode()  # ended too soon
+        return prepared.reading("slow", "big")
+
+    wait_until(dumping, 60, "the dump of slow.big")
     os.kill(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr

@@ -94,6 +94,15 @@ def backups(config: Path) -> list[str]:
     return [b["backup_id"] for b in cli_json(config, "list")]
 
 
+def logged(notifications: Notifications, event: str) -> bool:
+    """Whether the daemon's output so far has a JSON line whose event starts with ``event``."""
+    log = notifications.path.with_suffix(".log")
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line.startswith("{") and json.loads(line).get("event", "").startswith(event):
+            return True
+    return False
+
+
 def wait(condition, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -109,24 +118,28 @@ def test_daemon_runs_jobs_reloads_and_stops_cleanly(daemon_env) -> None:
         wait(lambda: len(backups(config)) >= 1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as response:
             assert response.status == 200
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
-            metrics = response.read().decode()
-        assert (
-            'sealdump_runs_total{job="often",kind="backup",server="db1",status="success"}'
-            in metrics
-        )
+        success = 'sealdump_runs_total{job="often",kind="backup",server="db1",status="success"}'
+
+        def scraped() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                return str(response.read().decode())
+
+        # The backup is listed once its manifest is stored; the run is counted a moment later.
+        wait(lambda: success in scraped())
 
         good = config.read_text()
         config.write_text(good + "not_a_key: 1\n")
         process.send_signal(signal.SIGHUP)
-        time.sleep(2)
+        wait(lambda: logged(notifications, "config reload rejected"))
         assert process.poll() is None  # an invalid config is rejected, the daemon goes on
         server_file = config.parent / "servers.d" / "db1.yaml"
         config.write_text(good)
         server_file.write_text(server_file.read_text().replace("every: 2s", "every: 3s"))
         process.send_signal(signal.SIGHUP)
-        time.sleep(2)
+        wait(lambda: logged(notifications, "config reloaded"))
 
+        log = notifications.path.with_suffix(".log")
+        wait(lambda: "start-up check done" in log.read_text(), timeout=60)
         process.send_signal(signal.SIGTERM)
         output = finish(process, notifications)
     finally:
@@ -140,6 +153,11 @@ def test_daemon_runs_jobs_reloads_and_stops_cleanly(daemon_env) -> None:
     reloaded = next(e for e in events if e["event"] == "config reloaded")
     assert reloaded["changed"] == ["backup:db1/often"]
     assert any(e["event"] == "daemon stopped" for e in events)
+    checks = [e for e in events if e["event"] == "check"]
+    assert {c["check"].split()[0] for c in checks} >= {"login", "storage", "key", "history"}
+    assert all(c["status"] != "FAIL" for c in checks), checks
+    done = next(e for e in events if e["event"] == "start-up check done")
+    assert done["failed"] == 0
     assert all("password" not in json.dumps(e) or "password_file" in json.dumps(e) for e in events)
 
 
@@ -188,8 +206,7 @@ def test_sigterm_cancels_a_long_backup_after_the_grace_period(
     process = start(config, notifications, "--stop-grace", "0")
     try:
         notifications.wait_for("READY=1")
-        wait(lambda: any((tmp_path / "backups").rglob("keys.json")))
-        time.sleep(0.3)
+        wait(lambda: prepared.reading("slow2", "big"), 60)  # inside the table dump
         process.send_signal(signal.SIGTERM)
         output = finish(process, notifications)
     finally:

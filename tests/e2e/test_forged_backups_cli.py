@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from sealdump.archive import format as fmt
-from sealdump.archive.backup import MANIFEST, UNSIGNED_FORMAT, BackupRef, BackupWriter
+from sealdump.archive.backup import MANIFEST, BackupRef, BackupWriter
+from sealdump.archive.manifest import Database
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
 from sealdump.storage.filesystem import FilesystemStore
 from tests.support.configs import write_config
 from tests.support.forgery import PublicKeyForger
+from tests.support.manifests import manifest_for, unsigned_json
 from tests.support.mariadb import MariaDB
 
 pytestmark = pytest.mark.mariadb
@@ -58,8 +61,8 @@ def test_backup_forged_with_the_public_key_is_refused(
     )
     schema = writer.put(
         [json.dumps({"database": "forged_db", "create": "CREATE DATABASE forged_db"}).encode()]
-    ).as_dict()
-    writer.commit({"databases": [{"name": "forged_db", "schema": schema, "tables": []}]})
+    )
+    writer.commit(manifest_for(ref, databases=(Database("forged_db", schema, (), ()),)))
 
     listed = statuses(run)
     assert listed[f"db1/nightly/{genuine}"] == "complete"
@@ -177,17 +180,7 @@ def test_format_1_backups_are_listed_unsigned_and_restored_only_when_allowed(
     writer = BackupWriter(
         FilesystemStore(backups), ref, LocalKeyProvider("local", tmp_path / "etc" / "kek.key")
     )
-    body = {
-        "format": UNSIGNED_FORMAT,
-        "backup_id": ref.backup_id,
-        "server": "db1",
-        "job": "nightly",
-        "started_at": "2025-01-01T00:00:00+00:00",
-        "finished_at": "2025-01-01T00:00:01+00:00",
-        "totals": {"databases": 0, "tables": 0, "rows": 0, "stored_bytes": 0, "plain_bytes": 0},
-        "databases": [],
-    }
-    data = json.dumps(body).encode()
+    data = unsigned_json(manifest_for(ref, started=datetime(2025, 1, 1, tzinfo=UTC)))
     FilesystemStore(backups).write(
         ref.prefix + MANIFEST, fmt.encrypt([data], writer._dek, ref.backup_id, MANIFEST)
     )

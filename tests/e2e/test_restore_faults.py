@@ -200,7 +200,9 @@ def _kill_while_waiting(
         if process.poll() is None:
             process.kill()
         holder.release()
-    time.sleep(1)  # the server may still complete (or abandon) the statement it was waiting on
+    # The server completes (or abandons) the statement the killed client was waiting on, then
+    # drops its connections: only then is the table's fate decided.
+    wait_until(lambda: mariadb.sessions() == [], 60, "the killed restore's sessions to end")
     watcher.stop.set()
     watcher.join()
     assert watcher.reads > 0

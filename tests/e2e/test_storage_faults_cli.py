@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _sealdump
+from tests.conftest import Run, _sealdump
 from tests.support.azurite import Azurite
 from tests.support.configs import write_config
 from tests.support.dataset import create_slow_table
@@ -47,7 +47,7 @@ def _error_line(stderr: str) -> str:
 
 @pytest.mark.azurite
 def test_stalled_blob_storage_fails_the_backup_in_bounded_time_then_recovers(
-    tmp_path: Path, stalldb: MariaDB, test_ca, sealdump
+    tmp_path: Path, stalldb: MariaDB, test_ca, sealdump: Run
 ) -> None:
     from azure.storage.blob import ContainerClient
 
@@ -132,7 +132,7 @@ def _config_on_tmpfs(tmp_path: Path, server: MariaDB) -> Path:
 
 
 def test_read_only_backup_filesystem_names_the_path_and_keeps_earlier_backups(
-    tmp_path: Path, stalldb: MariaDB, sealdump
+    tmp_path: Path, stalldb: MariaDB, sealdump: Run
 ) -> None:
     config = _config_on_tmpfs(tmp_path, stalldb)
     backups = tmp_path / "backups"
@@ -170,7 +170,7 @@ def test_read_only_backup_filesystem_names_the_path_and_keeps_earlier_backups(
 
 
 def test_full_backup_filesystem_names_the_reason_and_removes_the_partial_backup(
-    tmp_path: Path, stalldb: MariaDB, sealdump
+    tmp_path: Path, stalldb: MariaDB, sealdump: Run
 ) -> None:
     config = _config_on_tmpfs(tmp_path, stalldb)
     backups = tmp_path / "backups"

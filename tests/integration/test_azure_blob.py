@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from azure.storage.blob import BlobSasPermissions, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
 from sealdump.config.model import AzureBlobStorage
 from sealdump.config.secrets import SecretFile
@@ -219,7 +219,7 @@ def test_emulator_stopping_mid_upload_fails_cleanly(tmp_path, test_ca) -> None:
             ACCOUNT,
             "flaky",
             account_key=ACCOUNT_KEY,
-            permission=BlobSasPermissions(
+            permission=ContainerSasPermissions(
                 read=True, write=True, create=True, add=True, delete=True, list=True
             ),
             expiry=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pymysql
 import pytest
 
+from sealdump.actions.backup import resolve_job, run_backup
+from sealdump.actions.locate import locate, reader_for
 from sealdump.archive.backup import BackupReader, list_backups
-from sealdump.archive.locate import locate, providers, reader_for
 from sealdump.backup import chunks
-from sealdump.backup.run import resolve_job, run_job
 from sealdump.config import Config
 from sealdump.errors import IntegrityError, SourceError, UsageError
 from sealdump.history import History
+from sealdump.keys import providers
 from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
 from sealdump.restore.swap import RESTORE_PREFIX
@@ -44,7 +45,7 @@ def config(
 @pytest.fixture(scope="module")
 def backup_id(config: Config) -> str:
     server, job = resolve_job(config, "src")
-    return run_job(config, server, job).ref.backup_id
+    return run_backup(config, server, job).ref.backup_id
 
 
 def fingerprints(server: MariaDB, database: str) -> dict[str, tuple[int, str]]:
@@ -99,17 +100,18 @@ def test_whole_backup_restores_bit_exact_on_another_server(
 
 def test_manifest_records_snapshot_and_binlog_position(config, backup_id) -> None:
     manifest = reader_for(config, locate(config, backup_id)).manifest()
-    consistency = manifest["consistency"]
-    assert consistency["mode"] == "consistent-snapshot"
-    assert consistency["binlog_exact"] is True
-    assert consistency["binlog"]["file"].startswith("binlog.")
-    assert consistency["non_transactional_tables"] == ["fidelity.legacy"]
-    tables = {t["name"]: t for db in manifest["databases"] for t in db["tables"]}
-    assert tables["composite"]["key"] == ["a", "b"]
-    assert tables["unique_only"]["key_kind"] == "unique"
-    assert tables["keyless"]["key_kind"] == "none"
-    assert "v" not in tables["gen_cols"]["columns"]
-    assert "hidden" in tables["gen_cols"]["columns"]
+    consistency = manifest.consistency
+    assert consistency.mode == "consistent-snapshot"
+    assert consistency.binlog_exact is True
+    assert consistency.binlog is not None
+    assert consistency.binlog.file.startswith("binlog.")
+    assert consistency.non_transactional_tables == ("fidelity.legacy",)
+    tables = {t.name: t for db in manifest.databases for t in db.tables}
+    assert tables["composite"].key == ("a", "b")
+    assert tables["unique_only"].key_kind == "unique"
+    assert tables["keyless"].key_kind == "none"
+    assert "v" not in tables["gen_cols"].columns
+    assert "hidden" in tables["gen_cols"].columns
 
 
 def test_one_table_restore_reads_only_that_tables_objects(config, backup_id, source) -> None:
@@ -118,9 +120,10 @@ def test_one_table_restore_reads_only_that_tables_objects(config, backup_id, sou
     reader = BackupReader(item.storage, item.ref, providers(config))
     plan = plan_restore(reader.manifest(), tables=("fidelity.strings",), into_database="copy_one")
     restore(reader, plan, config.servers["src"])
-    database = next(d for d in reader.manifest()["databases"] if d["name"] == "fidelity")
-    table = next(t for t in database["tables"] if t["name"] == "strings")
-    expected = [database["schema"]["object"], *(c["object"] for c in table["chunks"])]
+    database = reader.manifest().database("fidelity")
+    assert database is not None
+    table = next(t for t in database.tables if t.name == "strings")
+    expected = [database.schema.object_id, *(c.object_id for c in table.chunks)]
     assert reader.objects_read == expected
     assert (
         fingerprints(source, "copy_one")["strings"] == fingerprints(source, "fidelity")["strings"]
@@ -210,8 +213,8 @@ def test_tampered_chunk_fails_the_restore_and_applies_nothing(
     drop(source, "tampered")
     item = locate(config, backup_id)
     manifest = reader_for(config, item).manifest()
-    tables = {t["name"]: t for db in manifest["databases"] for t in db["tables"]}
-    victim = f"{item.ref.prefix}o/{tables['strings']['chunks'][0]['object']}"
+    tables = {t.name: t for db in manifest.databases for t in db.tables}
+    victim = item.ref.prefix + tables["strings"].chunks[0].name
     original = b"".join(item.storage.read(victim))
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0x01
@@ -267,15 +270,13 @@ def test_small_chunks_cover_the_table_in_key_order(config, source, monkeypatch) 
     monkeypatch.setattr(chunks, "CHUNK_TARGET_BYTES", 1)
     monkeypatch.setattr(chunks, "MIN_CHUNK_ROWS", 700)
     server, job = resolve_job(config, "src")
-    result = run_job(config, server, job)
+    result = run_backup(config, server, job)
     reader = reader_for(config, locate(config, result.ref.backup_id))
-    tables = {
-        (db["name"], t["name"]): t for db in reader.manifest()["databases"] for t in db["tables"]
-    }
+    tables = {(db.name, t.name): t for db in reader.manifest().databases for t in db.tables}
     composite = tables[("fidelity", "composite")]
-    assert [c["rows"] for c in composite["chunks"]] == [700] * 7 + [100]
-    assert composite["chunks"][0]["first"] == ["0", "'k1'"]
-    assert composite["chunks"][-1]["last"] == ["500", "'k0'"]
+    assert [c.rows for c in composite.chunks] == [700] * 7 + [100]
+    assert composite.chunks[0].first == ("0", "'k1'")
+    assert composite.chunks[-1].last == ("500", "'k0'")
     drop(source, "chunked")
     restore(
         reader,
@@ -297,7 +298,7 @@ def test_failed_backup_leaves_nothing_and_is_recorded(config, tmp_path) -> None:
     broken = type(server)(**{**server.__dict__, "port": 1})  # nothing listens on port 1
     before = list_backups(storage_for(config.storages["local"]))
     with pytest.raises(SourceError, match=r"cannot connect to src \(127.0.0.1:1\)"):
-        run_job(config, broken, job)
+        run_backup(config, broken, job)
     assert list_backups(storage_for(config.storages["local"])) == before
     store = History(config.history_url)
     try:
@@ -314,7 +315,7 @@ def test_missing_database_fails_before_writing(config) -> None:
     storage = storage_for(config.storages["local"])
     names = set(storage.list())
     with pytest.raises(SourceError, match="database not found on the server: nope"):
-        run_job(config, server, wanted)
+        run_backup(config, server, wanted)
     assert set(storage.list()) == names
 
 
@@ -327,10 +328,10 @@ def test_exclude_tables_and_database_selection(config) -> None:
             "exclude_tables": ("fidelity.str*", "*.legacy"),
         }
     )
-    result = run_job(config, server, narrowed)
+    result = run_backup(config, server, narrowed)
     manifest = reader_for(config, locate(config, result.ref.backup_id)).manifest()
-    assert [db["name"] for db in manifest["databases"]] == ["fidelity"]
-    names = {t["name"] for t in manifest["databases"][0]["tables"]}
+    assert [db.name for db in manifest.databases] == ["fidelity"]
+    names = {t.name for t in manifest.databases[0].tables}
     assert "strings" not in names
     assert "legacy" not in names
     assert "numbers" in names
@@ -397,7 +398,7 @@ def test_missing_privilege_is_named_and_nothing_is_stored(config, source, tmp_pa
     storage = storage_for(config.storages["local"])
     names = set(storage.list())
     with pytest.raises(SourceError, match=r"missing privilege on src: SHOW VIEW command denied"):
-        run_job(config, limited, narrowed)
+        run_backup(config, limited, narrowed)
     assert set(storage.list()) == names
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,17 @@ import structlog
 from sealdump.archive import format as fmt
 from sealdump.archive.backup import MANIFEST, BackupRef, BackupWriter, list_backups
 from sealdump.archive.envelope import Envelope, dek_id
+from sealdump.archive.manifest import Manifest, ObjectRecord
 from sealdump.config import Config, load_config
 from sealdump.errors import StorageError
+from sealdump.keys import provider_for
 from sealdump.keys.base import Wrapping
-from sealdump.keys.local import LocalKeyProvider, generate_key_file
+from sealdump.keys.local import generate_key_file
 from sealdump.retention.prune import prune_job
 from sealdump.storage import storage_for
 from sealdump.storage.base import Storage
 from sealdump.storage.filesystem import FilesystemStore
+from tests.support.manifests import manifest_for, unsigned_json
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 PREFIX = "db1/nightly/"
@@ -52,41 +56,30 @@ def ident(moment: datetime, tag: str | None = None) -> str:
     return f"{moment:%Y%m%dT%H%M%SZ}-{tag or secrets.token_hex(3)}"
 
 
-def manifest_body(backup_id: str) -> dict[str, Any]:
-    """What ``sealdump list`` summarises."""
-    started = datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    return {
-        "started_at": started.isoformat(),
-        "finished_at": (started + timedelta(seconds=3)).isoformat(),
-        "totals": {"databases": 1, "tables": 1, "rows": 1, "stored_bytes": 1, "plain_bytes": 1},
-        "objects": [],
-    }
+def manifest_body(ref: BackupRef, *records: ObjectRecord) -> Manifest:
+    """A manifest listing ``records``, started at the time its backup id says."""
+    started = datetime.strptime(ref.backup_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return manifest_for(ref, *records, started=started)
 
 
 def backup(config: Config, backup_id: str) -> str:
     """A real, signed backup (one object) taken by sealdump's own writer."""
     storage = storage_for(config.storages["s"])
-    key = LocalKeyProvider("k", config.keys["k"].key_file)
-    writer = BackupWriter(storage, BackupRef("db1", "nightly", backup_id), key)
-    writer.put([b"rows" * 100])
-    writer.commit(manifest_body(backup_id))
+    key = provider_for(config.keys["k"])
+    ref = BackupRef("db1", "nightly", backup_id)
+    writer = BackupWriter(storage, ref, key)
+    record = writer.put([b"rows" * 100])
+    writer.commit(manifest_body(ref, record))
     return backup_id
 
 
 def unsigned_backup(config: Config, backup_id: str) -> str:
     """A real backup of the unsigned format 1, as sealdump wrote them before signatures."""
     storage = storage_for(config.storages["s"])
-    key = LocalKeyProvider("k", config.keys["k"].key_file)
+    key = provider_for(config.keys["k"])
     ref = BackupRef("db1", "nightly", backup_id)
     writer = BackupWriter(storage, ref, key)
-    body = dict(
-        manifest_body(backup_id),
-        format="sealdump-manifest/1",
-        backup_id=backup_id,
-        server="db1",
-        job="nightly",
-    )
-    data = json.dumps(body).encode()
+    data = unsigned_json(manifest_body(ref))
     storage.write(ref.prefix + MANIFEST, fmt.encrypt([data], writer._dek, backup_id, MANIFEST))
     return backup_id
 
@@ -316,7 +309,7 @@ def test_a_directory_swapped_for_a_link_while_prune_runs(tmp_path: Path, outside
     trigger = Planter(config).manifest(ident(NOW - timedelta(minutes=1)))
     swapped: list[str] = []
 
-    def swap(_logger: object, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    def swap(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
         # Prune warns about the planted entry after it listed everything, before it deletes:
         # that is when the attacker's swap lands.
         if event.get("backup") == trigger and not swapped:

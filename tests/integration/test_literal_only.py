@@ -8,17 +8,18 @@ undoes), so "the subquery was never executed" is checked directly: the log stays
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sealdump.actions.backup import resolve_job, run_backup
+from sealdump.actions.locate import locate, reader_for
 from sealdump.archive.backup import BackupRef, BackupWriter, new_backup_id
-from sealdump.archive.locate import locate, reader_for
-from sealdump.backup.chunks import frame
-from sealdump.backup.run import resolve_job, run_job
+from sealdump.archive.framing import frame
+from sealdump.archive.manifest import Chunk, Manifest, TableEntry
 from sealdump.config import Config, load_config
 from sealdump.errors import IntegrityError, UsageError
 from sealdump.keys import provider_for
@@ -74,7 +75,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB) -> Iterato
     config = load_config(path, environ={})
     server, job = resolve_job(config, "src")
     job = type(job)(**{**job.__dict__, "databases": ("litdb",)})
-    backup_id = run_job(config, server, job).ref.backup_id
+    backup_id = run_backup(config, server, job).ref.backup_id
     yield {"config": config, "path": path, "backup_id": backup_id, "sum": checksum(mariadb)}
     # The server is shared: other modules back up every database on it.
     query(mariadb, "DROP DATABASE IF EXISTS litdb")
@@ -92,29 +93,35 @@ def forge(
     config: Config,
     backup_id: str,
     batches: list[bytes] | None = None,
-    edit: Callable[[dict[str, Any]], None] | None = None,
+    edit: Callable[[Manifest], Manifest] | None = None,
 ) -> str:
     """A copy of ``backup_id`` written with the configured key, its litdb.items chunk
     replaced by ``batches`` (framed) and its manifest changed by ``edit``."""
     item = locate(config, backup_id)
     reader = reader_for(config, item)
-    manifest = copy.deepcopy(reader.manifest())
+    manifest = reader.manifest()
     ref = BackupRef(item.ref.server, item.ref.job, new_backup_id())
     writer = BackupWriter(item.storage, ref, provider_for(config.keys["local"]))
-    for database in manifest["databases"]:
-        schema = b"".join(reader.open(database["schema"]))
-        database["schema"] = writer.put([schema]).as_dict()
-        for table in database["tables"]:
-            for chunk in table["chunks"]:
-                plain = b"".join(reader.open(chunk))
-                if table["name"] == "items" and batches is not None:
-                    plain = b"".join(frame([batch]) for batch in batches)
-                chunk.update(writer.put([plain]).as_dict())
-    if edit is not None:
-        edit(manifest)
-    for field in ("format", "backup_id"):
-        manifest.pop(field, None)
-    writer.commit(manifest)
+
+    def copied(table: TableEntry) -> TableEntry:
+        chunks = []
+        for chunk in table.chunks:
+            plain = b"".join(reader.open(chunk))
+            if table.name == "items" and batches is not None:
+                plain = b"".join(frame([batch]) for batch in batches)
+            chunks.append(Chunk.of(writer.put([plain]), chunk.rows, chunk.first, chunk.last))
+        return replace(table, chunks=tuple(chunks))
+
+    databases = tuple(
+        replace(
+            database,
+            schema=writer.put([b"".join(reader.open(database.schema))]),
+            tables=tuple(copied(table) for table in database.tables),
+        )
+        for database in manifest.databases
+    )
+    forged = replace(manifest, backup_id=ref.backup_id, databases=databases)
+    writer.commit(edit(forged) if edit is not None else forged)
     return ref.backup_id
 
 
@@ -173,7 +180,7 @@ def test_the_cli_exits_4_and_export_leaves_no_file(
 
     reader = reader_for(world["config"], locate(world["config"], hostile))
     script = export_sql(reader, plan_restore(reader.manifest(), databases=("litdb",)))
-    written = []
+    written: list[bytes] = []
     with pytest.raises(IntegrityError, match=r"table litdb\.items"):
         written.extend(script)
     assert not any(b"SELECT litdb.mark" in piece for piece in written)
@@ -189,11 +196,19 @@ def test_row_restore_refuses(world: dict[str, Any], hostile: str) -> None:
 
 
 def test_a_chunk_key_that_is_not_a_literal_is_refused(world: dict[str, Any]) -> None:
-    def poison(manifest: dict[str, Any]) -> None:
-        for database in manifest["databases"]:
-            for table in database["tables"]:
-                if table["name"] == "items":
-                    table["chunks"][0]["last"] = ["3, 0, 1), (" + SUBQUERY.decode()]
+    def poison(manifest: Manifest) -> Manifest:
+        def table(entry: TableEntry) -> TableEntry:
+            if entry.name != "items":
+                return entry
+            first, *rest = entry.chunks
+            bad = replace(first, last=("3, 0, 1), (" + SUBQUERY.decode(),))
+            return replace(entry, chunks=(bad, *rest))
+
+        databases = tuple(
+            replace(database, tables=tuple(table(t) for t in database.tables))
+            for database in manifest.databases
+        )
+        return replace(manifest, databases=databases)
 
     config = world["config"]
     poisoned = forge(config, world["backup_id"], edit=poison)

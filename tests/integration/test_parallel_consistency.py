@@ -7,8 +7,8 @@ import threading
 import pymysql
 import pytest
 
-from sealdump.archive.locate import locate, reader_for
-from sealdump.backup.run import resolve_job, run_job
+from sealdump.actions.backup import resolve_job, run_backup
+from sealdump.actions.locate import locate, reader_for
 from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
 from tests.support.configs import config_for
@@ -52,19 +52,19 @@ def test_tables_dumped_over_several_connections_are_mutually_consistent(
             tmp_path, {"db1": mariadb}, "jobs:\n  ledger: {databases: [ledger], connections: 3}\n"
         )
         server, job = resolve_job(config, "db1/ledger")
-        result = run_job(config, server, job)
+        result = run_backup(config, server, job)
     finally:
         stop.set()
         thread.join()
     assert written[0] > 10
     reader = reader_for(config, locate(config, result.ref.backup_id))
     manifest = reader.manifest()
-    assert manifest["consistency"]["connections"] == 3
-    assert manifest["consistency"]["synchronised_by"] in (
+    assert manifest.consistency.connections == 3
+    assert manifest.consistency.synchronised_by in (
         "equal binlog positions",
         "global read lock",
     )
-    rows = {t["name"]: t["rows"] for t in manifest["databases"][0]["tables"]}
+    rows = {t.name: t.rows for t in manifest.databases[0].tables}
     assert rows["debits"] == rows["credits"] > 0
     with mariadb.root() as conn, conn.cursor() as cur:
         cur.execute("DROP DATABASE IF EXISTS ledger_copy")

@@ -10,9 +10,11 @@ import pytest
 
 from sealdump.archive.backup import BackupRef, BackupWriter, list_backups
 from sealdump.config import load_config
-from sealdump.keys.local import LocalKeyProvider, generate_key_file
+from sealdump.keys import provider_for
+from sealdump.keys.local import generate_key_file
 from sealdump.retention.prune import prune_job
 from sealdump.storage import storage_for
+from tests.support.manifests import manifest_for
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -32,12 +34,13 @@ def make_config(tmp_path: Path, storage_yaml: str) -> Path:
 
 def seed(config, days: int, now: datetime = NOW) -> list[str]:
     storage = storage_for(config.storages["s"])
-    key = LocalKeyProvider("k", config.keys["k"].key_file)
+    key = provider_for(config.keys["k"])
     ids = []
     for day in range(days):
         backup_id = f"{(now - timedelta(days=day)):%Y%m%dT%H%M%SZ}-{day:06x}"
-        writer = BackupWriter(storage, BackupRef("db1", "nightly", backup_id), key)
-        writer.commit({"objects": [writer.put([b"x" * 100]).as_dict()]})
+        ref = BackupRef("db1", "nightly", backup_id)
+        writer = BackupWriter(storage, ref, key)
+        writer.commit(manifest_for(ref, writer.put([b"x" * 100])))
         ids.append(backup_id)
     # An incomplete run from three days before ``now``, and one in progress at ``now``.
     for backup_id in (
@@ -91,10 +94,11 @@ def test_prune_cli_reports_and_records(tmp_path, sealdump) -> None:
     config = load_config(config_path, environ={})
     ids = seed(config, 1, now)
     storage = storage_for(config.storages["s"])
-    key = LocalKeyProvider("k", config.keys["k"].key_file)
+    key = provider_for(config.keys["k"])
     for weeks in (1, 2, 3):
         backup_id = f"{(now - timedelta(weeks=weeks, hours=1)):%Y%m%dT%H%M%SZ}-w{weeks:05d}"
-        BackupWriter(storage, BackupRef("db1", "nightly", backup_id), key).commit({"objects": []})
+        ref = BackupRef("db1", "nightly", backup_id)
+        BackupWriter(storage, ref, key).commit(manifest_for(ref))
         ids.append(backup_id)
     # keep_last 2 keeps now and a week ago; keep_weekly 2 keeps this week's and last week's.
     run = ["--config", str(config_path)]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from sealdump.archive.locate import locate, reader_for
+from sealdump.actions.backup import resolve_job, run_backup
+from sealdump.actions.drill import run_drill
+from sealdump.actions.locate import locate, reader_for
 from sealdump.backup import chunks
-from sealdump.backup.run import resolve_job, run_job
 from sealdump.errors import IntegrityError, UsageError
 from sealdump.history import History
-from sealdump.restore.drill import DRILL_PREFIX, run_drill
 from sealdump.restore.plan import plan_restore
 from sealdump.restore.rows import key_range, parse_pk, restore_rows
-from sealdump.restore.swap import ROWS_PREFIX
+from sealdump.restore.swap import DRILL_PREFIX, ROWS_PREFIX
 from tests.support.configs import config_for
 from tests.support.mariadb import MariaDB
 
@@ -63,7 +63,7 @@ def world(tmp_path_factory, mariadb: MariaDB):
     patch.setattr(chunks, "CHUNK_TARGET_BYTES", 1)
     patch.setattr(chunks, "MIN_CHUNK_ROWS", 1000)  # several chunks per table
     try:
-        backup_id = run_job(config, server, job).ref.backup_id
+        backup_id = run_backup(config, server, job).ref.backup_id
     finally:
         patch.undo()
     sums = {t: checksum(mariadb, f"rowdb.{t}") for t in ("items", "pairs", "bag")}
@@ -125,16 +125,18 @@ def test_pk_reads_exactly_the_one_chunk_holding_the_key(world, plan_for, mariadb
     config, _, sums = world
     sql(mariadb, "DELETE FROM rowdb.pairs WHERE a = 150 AND b = 'K7'")
     reader, table = plan_for("rowdb.pairs")
-    chunks_of = table.entry["chunks"]
+    chunks_of = table.entry.chunks
     assert len(chunks_of) >= 3
     report = restore_rows(
         reader, table, config.servers["src"], pk=('[150, "k7"]',)
     )  # collation: k7 = K7
     assert report.inserted == 1
     holding = [
-        c["object"]
+        c.object_id
         for c in chunks_of
-        if c["first"] <= ["150", "'K7'"] <= c["last"] or c["first"][0] == "150"
+        if c.first is not None
+        and c.last is not None
+        and (c.first <= ("150", "'K7'") <= c.last or c.first[0] == "150")
     ]
     assert reader.objects_read[1:] == report.objects
     assert len(report.objects) == 1
@@ -207,7 +209,7 @@ def test_failure_midway_leaves_no_scratch_schema(world, plan_for, mariadb) -> No
     config, backup_id, _ = world
     item = locate(config, backup_id)
     reader, table = plan_for("rowdb.items")
-    victim = f"{item.ref.prefix}o/{table.entry['chunks'][-1]['object']}"
+    victim = item.ref.prefix + table.entry.chunks[-1].name
     original = b"".join(item.storage.read(victim))
     item.storage.write(victim, [original[:-1] + bytes([original[-1] ^ 1])])
     try:

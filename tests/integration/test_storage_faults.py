@@ -29,6 +29,7 @@ from sealdump.storage.azure_blob import AzureBlobStore
 from sealdump.storage.base import Storage
 from sealdump.storage.filesystem import FilesystemStore
 from tests.support.azurite import Azurite
+from tests.support.manifests import manifest_for
 from tests.support.tmpfs import fill, remount_read_only, remount_read_write, tmpfs
 
 # Scheduling noise on a busy test machine, on top of the computed bound.
@@ -53,7 +54,9 @@ def kek(tmp_path: Path) -> LocalKeyProvider:
     return LocalKeyProvider("local", tmp_path / "kek")
 
 
-def blob_store(tmp_path: Path, url: str, sas_file: Path, ca: Path | None, **changes: Any):
+def blob_store(
+    tmp_path: Path, url: str, sas_file: Path, ca: Path | None, **changes: Any
+) -> AzureBlobStore:
     config = AzureBlobStorage(
         name="cloud",
         account_url=url,
@@ -156,7 +159,7 @@ def test_commit_refuses_objects_missing_or_short_in_storage(
     _damage(storage, request, ref.prefix + lost, None)
     _damage(storage, request, ref.prefix + truncated, b"short")
     with pytest.raises(StorageError) as caught:
-        writer.commit({"objects": [r.as_dict() for r in records]})
+        writer.commit(manifest_for(ref, *records))
     message = str(caught.value)
     assert caught.value.transient
     assert message.startswith(
@@ -192,7 +195,7 @@ def test_commit_after_an_intact_write_checks_with_one_listing(
     writer = BackupWriter(store, ref, kek)
     records = [writer.put([os.urandom(10_000)]) for _ in range(5)]
     requests.clear()
-    writer.commit({"objects": [r.as_dict() for r in records]})
+    writer.commit(manifest_for(ref, *records))
     reads = [(method, url) for method, url in requests if method == "GET"]
     assert len(reads) == 1, reads
     assert "comp=list" in reads[0][1]

@@ -19,12 +19,12 @@ from sealdump.archive.backup import (
     KEYS,
     MANIFEST,
     SIGNATURE,
-    UNSIGNED_FORMAT,
     BackupReader,
     BackupRef,
     BackupWriter,
     rewrap,
 )
+from sealdump.archive.manifest import Database
 from sealdump.config.model import AzureKeyVaultKey
 from sealdump.errors import IntegrityError, KeyProviderError
 from sealdump.keys.azure_key_vault import AzureKeyVaultProvider
@@ -33,6 +33,7 @@ from sealdump.storage.filesystem import FilesystemStore
 from tests.support.certs import TestCA
 from tests.support.forgery import PublicKeyForger
 from tests.support.keyvault import KeyVaultStandIn
+from tests.support.manifests import manifest_for, unsigned_json
 
 pytestmark = [pytest.mark.keyvault, pytest.mark.usefixtures("identity_env")]
 
@@ -52,8 +53,8 @@ def provider(
 
 def forge(store: FilesystemStore, ref: BackupRef, forger: PublicKeyForger) -> BackupWriter:
     writer = BackupWriter(store, ref, forger)
-    record = writer.put([b"DROP DATABASE everything;"]).as_dict()
-    writer.commit({"databases": [{"name": "evil", "schema": record, "tables": []}]})
+    record = writer.put([b"DROP DATABASE everything;"])
+    writer.commit(manifest_for(ref, databases=(Database("evil", record, (), ()),)))
     return writer
 
 
@@ -66,7 +67,7 @@ def test_a_genuine_rsa_backup_is_signed_ps256_by_the_vault(keyvault, test_ca, st
     key_id = keyvault.create_key("genuine")
     ref = BackupRef("db", "nightly", "20261101T000000Z-000001")
     writer = BackupWriter(store, ref, provider(keyvault, test_ca, "genuine"))
-    writer.commit({"databases": []})
+    writer.commit(manifest_for(ref))
     reader = BackupReader(store, ref, [provider(keyvault, test_ca, "genuine")])
     reader.manifest()
     assert reader.signature is not None
@@ -113,10 +114,9 @@ def test_backup_forged_with_the_public_key_is_refused(keyvault, test_ca, store) 
     # Dressed up as a format 1 backup: at best "unsigned", refused unless allowed.
     old = BackupRef("db", "nightly", "20261101T000000Z-00000e")
     writer = BackupWriter(store, old, forger)
-    body = {"format": UNSIGNED_FORMAT, "backup_id": old.backup_id, "server": "db", "job": "nightly"}
     store.write(
         old.prefix + MANIFEST,
-        fmt.encrypt([json.dumps(body).encode()], writer._dek, old.backup_id, MANIFEST),
+        fmt.encrypt([unsigned_json(manifest_for(old))], writer._dek, old.backup_id, MANIFEST),
     )
     with pytest.raises(IntegrityError, match="unsigned"):
         BackupReader(store, old, [kek]).manifest()
@@ -129,8 +129,8 @@ def test_rsa_version_rotation_and_rewrap_keep_backups_verifiable(keyvault, test_
     first = keyvault.create_key("rotating-signer").rsplit("/", 1)[1]
     ref = BackupRef("db", "nightly", "20261102T000000Z-000001")
     writer = BackupWriter(store, ref, provider(keyvault, test_ca, "rotating-signer"))
-    record = writer.put([b"payload"]).as_dict()
-    writer.commit({"databases": [], "objects": [record]})
+    record = writer.put([b"payload"])
+    writer.commit(manifest_for(ref, record))
     second = keyvault.create_key("rotating-signer")
     kek = provider(keyvault, test_ca, "rotating-signer")
     # Rotated: the old version's signature still verifies with its public key.
@@ -160,7 +160,7 @@ def test_oct_hsm_backups_carry_a_dek_bound_mac(keyvault, test_ca, store) -> None
     first = keyvault.create_key("hsm-signer", kty="oct-HSM")
     ref = BackupRef("db", "nightly", "20261103T000000Z-000001")
     writer = BackupWriter(store, ref, provider(keyvault, test_ca, "hsm-signer", "A256KW"))
-    writer.commit({"databases": []})
+    writer.commit(manifest_for(ref))
     kek = provider(keyvault, test_ca, "hsm-signer", "A256KW")
     reader = BackupReader(store, ref, [kek])
     reader.manifest()
@@ -198,7 +198,7 @@ def test_sign_without_permission_or_key_op_names_what_is_missing(keyvault, test_
     try:
         writer = BackupWriter(store, ref, provider(keyvault, test_ca, "no-sign"))
         with pytest.raises(KeyProviderError, match=r"lacks the keys 'sign' permission"):
-            writer.commit({"databases": []})
+            writer.commit(manifest_for(ref))
         writer.abort()
     finally:
         keyvault.permissions.add("sign")
@@ -207,7 +207,7 @@ def test_sign_without_permission_or_key_op_names_what_is_missing(keyvault, test_
     keyvault.create_key("wrap-only", ops=("wrapKey", "unwrapKey"))
     writer = BackupWriter(store, ref, provider(keyvault, test_ca, "wrap-only"))
     with pytest.raises(KeyProviderError, match=r"does not allow the 'sign' operation"):
-        writer.commit({"databases": []})
+        writer.commit(manifest_for(ref))
     writer.abort()
 
 
@@ -221,7 +221,7 @@ def test_the_stand_in_verifies_signatures_like_the_service(keyvault, test_ca) ->
     key_id = keyvault.create_key("remote-verify")
     kek = provider(keyvault, test_ca, "remote-verify")
     client = CryptographyClient(key_id, make_credential(kek.config), **kek._options())
-    client._local_provider = NoLocalCryptography()  # type: ignore[no-untyped-call]
+    client._local_provider = NoLocalCryptography()
     client._initialized = True
     digest = os.urandom(32)
     signed = client.sign(SignatureAlgorithm.ps256, digest).signature

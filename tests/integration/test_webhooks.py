@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from sealdump.backup.run import resolve_job, run_job
+from sealdump.actions.backup import resolve_job, run_backup
 from sealdump.config.show import effective
 from sealdump.errors import SourceError
 from tests.support.configs import config_for
 from tests.support.mariadb import MariaDB
-from tests.support.net import free_port
+from tests.support.net import free_port, wait_until
 
 pytestmark = pytest.mark.mariadb
 
@@ -48,13 +48,13 @@ def test_start_and_success_then_failure(tmp_path, mariadb: MariaDB, receiver) ->
         tmp_path, {"db1": mariadb}, f"jobs:\n  nightly: {{databases: [mysql], {hooks}}}\n"
     )
     server, job = resolve_job(config, "db1/nightly")
-    result = run_job(config, server, job)
+    result = run_backup(config, server, job)
     assert [path for path, _ in calls] == ["/start/tok3n", "/ok/tok3n"]
     assert calls[1][1]["backup_id"] == result.ref.backup_id
     assert calls[1][1]["rows"] == result.rows
     broken = type(server)(**{**server.__dict__, "port": 1})
     with pytest.raises(SourceError):
-        run_job(config, broken, job)
+        run_backup(config, broken, job)
     assert calls[-1][0] == "/fail/tok3n"
     assert "cannot connect" in calls[-1][1]["error"]
     shown = json.dumps(effective(config))
@@ -76,7 +76,7 @@ def test_an_unreachable_webhook_is_only_a_warning(tmp_path, mariadb: MariaDB) ->
     server, job = resolve_job(config, "db1/nightly")
     stream = io.StringIO()
     setup_logging(0, stream)
-    assert run_job(config, server, job).rows > 0
+    assert run_backup(config, server, job).rows > 0
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     warning = next(line for line in lines if line["event"] == "webhook failed")
     assert (warning["level"], warning["host"], warning["webhook"]) == (
@@ -144,11 +144,12 @@ def test_a_trickling_or_redirecting_webhook_neither_holds_nor_leaks(
     setup_logging(0, stream)
     started = time.monotonic()
     try:
-        assert run_job(config, server, job).rows > 0
+        assert run_backup(config, server, job).rows > 0
     finally:
         redirector.shutdown()
     assert time.monotonic() - started < TIMEOUT_SECONDS + 8  # the deadline, and the backup
-    time.sleep(1.5)
+    # The trickler sees the client gone at its next one-byte write (a second apart at most).
+    wait_until(lambda: trickler.closed is not None, 30, "the trickler to see the client go")
     assert trickler.accepted is not None
     assert trickler.closed is not None
     assert trickler.closed - trickler.accepted < TIMEOUT_SECONDS + 1.5  # not per read

@@ -63,8 +63,10 @@ class TestCA:
         self.cert_path = directory / "ca.pem"
         self.cert_path.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> ServerCert:
-        """A server certificate for ``hosts`` (DNS names or IP addresses)."""
+    def issue(
+        self, name: str, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), *, days: int = 30
+    ) -> ServerCert:
+        """A server certificate for ``hosts`` (DNS names or IP addresses), valid ``days``."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         names: list[x509.GeneralName] = []
@@ -80,7 +82,7 @@ class TestCA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

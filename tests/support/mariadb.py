@@ -52,6 +52,7 @@ class MariaDB:
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     process: subprocess.Popen[bytes] | None = None
     tls: bool = True  # False: a server offering no TLS at all, to test refusals
+    options: tuple[str, ...] = ()  # extra mariadbd options, after the defaults (they win)
 
     @property
     def socket(self) -> Path:
@@ -77,6 +78,8 @@ class MariaDB:
             capture_output=True,
         )
         self.port = self.port or free_port()
+        tmpdir = self.workdir / "tmp"
+        tmpdir.mkdir(exist_ok=True)
         log = open(self.workdir / "error.log", "ab")  # noqa: SIM115 - owned by the process
         self.process = subprocess.Popen(
             [
@@ -89,6 +92,8 @@ class MariaDB:
                 "--bind-address=127.0.0.1,127.0.0.2",
                 f"--pid-file={self.workdir / 'mariadbd.pid'}",
                 f"--log-error={self.workdir / 'error.log'}",
+                # Its own temporary directory: /tmp is shared with every other test run.
+                f"--tmpdir={tmpdir}",
                 *self._tls_options(),
                 "--log-bin=binlog",
                 "--server-id=1",
@@ -98,6 +103,7 @@ class MariaDB:
                 "--skip-name-resolve",
                 "--character-set-server=utf8mb4",
                 "--collation-server=utf8mb4_unicode_ci",
+                *self.options,
                 *as_root,
             ],
             stdout=log,
@@ -155,6 +161,27 @@ class MariaDB:
         }
         options.update(kwargs)
         return pymysql.connect(**options)
+
+    def sessions(self, user: str | None = None) -> list[str | None]:
+        """What every session of ``user`` (the backup account by default) runs right now.
+
+        One entry per connection: its statement, or None while idle. Tests wait on this
+        (a dump reading a table, a killed client's connections gone) instead of sleeping.
+        """
+        with self.root() as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT INFO FROM information_schema.PROCESSLIST WHERE USER = %s",
+                (user or self.user,),
+            )
+            return [None if info is None else str(info) for (info,) in cur.fetchall()]
+
+    def reading(self, database: str, table: str) -> bool:
+        """Whether a session of the backup account is selecting from ``database.table``."""
+        name = f"`{database}`.`{table}`"
+        return any(
+            info is not None and info.startswith("SELECT") and name in info
+            for info in self.sessions()
+        )
 
     def stop(self) -> None:
         """Shut the server down and wait for it."""

@@ -27,14 +27,15 @@ from pathlib import Path
 from sealdump.archive.backup import BackupRef, BackupWriter
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
 from sealdump.storage.filesystem import FilesystemStore
+from tests.support.manifests import manifest_for
 root = Path(sys.argv[1])
 generate_key_file(root / "kek.key")
-writer = BackupWriter(FilesystemStore(root / "store"), BackupRef("srv", "job", "20261128T000000Z-abcdef"),
-                      LocalKeyProvider("k", root / "kek.key"))
+ref = BackupRef("srv", "job", "20261128T000000Z-abcdef")
+writer = BackupWriter(FilesystemStore(root / "store"), ref, LocalKeyProvider("k", root / "kek.key"))
 import hashlib
 payload = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(100000)) + b"tail"
 record = writer.put([payload[i:i + 7000] for i in range(0, len(payload), 7000)])
-writer.commit({"databases": [], "objects": [record.as_dict()]})
+writer.commit(manifest_for(ref, record))
 """
 
 
@@ -111,7 +112,8 @@ def open_object(data: bytes, dek: bytes, backup_id: str, name: str) -> bytes:
 
 
 def test_backup_decrypts_from_the_specification(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-c", MAKE_BACKUP, str(tmp_path)], check=True)
+    root = Path(__file__).parents[2]  # MAKE_BACKUP imports tests.support
+    subprocess.run([sys.executable, "-c", MAKE_BACKUP, str(tmp_path)], check=True, cwd=root)
     backup_dir = tmp_path / "store" / "srv" / "job" / "20261128T000000Z-abcdef"
     backup_id = backup_dir.name
 
@@ -144,7 +146,23 @@ def test_backup_decrypts_from_the_specification(tmp_path: Path) -> None:
     manifest = json.loads(open_object(stored_manifest, dek, backup_id, "manifest"))
     assert manifest["format"] == "sealdump-manifest/2"
     assert (manifest["server"], manifest["job"], manifest["backup_id"]) == ("srv", "job", backup_id)
-    record = manifest["objects"][0]
+    # One database whose schema object is the record written.
+    assert set(manifest) == {
+        "format",
+        "backup_id",
+        "server",
+        "job",
+        "started_at",
+        "finished_at",
+        "sealdump_version",
+        "host",
+        "source",
+        "consistency",
+        "databases",
+        "totals",
+    }
+    record = manifest["databases"][0]["schema"]
+    assert set(record) == {"object", "plain_bytes", "stored_bytes", "sha256"}
     stored = (backup_dir / "o" / record["object"]).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == record["sha256"]
     assert len(stored) == record["stored_bytes"]

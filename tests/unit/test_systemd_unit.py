@@ -19,6 +19,7 @@ needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is n
 def test_unit_verifies(tmp_path: Path) -> None:
     sealdump = Path(sys.executable).with_name("sealdump")
     unit = tmp_path / "sealdump.service"
+    assert ANALYZE is not None  # needs_analyze skips otherwise
     unit.write_text(UNIT.read_text().replace("/usr/local/bin/sealdump", str(sealdump)))
     result = subprocess.run(
         [ANALYZE, "verify", str(unit)], capture_output=True, text=True, check=False
@@ -28,6 +29,7 @@ def test_unit_verifies(tmp_path: Path) -> None:
 
 @needs_analyze
 def test_hardening_exposure_is_low() -> None:
+    assert ANALYZE is not None  # needs_analyze skips otherwise
     result = subprocess.run(
         [ANALYZE, "security", "--offline=yes", str(UNIT)],
         capture_output=True,

@@ -33,6 +33,13 @@ from typing import Any
 from sealdump.archive import format as fmt
 from sealdump.archive import signature as sig
 from sealdump.archive.envelope import Envelope, dek_id, parse_json
+from sealdump.archive.manifest import (
+    MANIFEST_FORMAT,
+    UNSIGNED_FORMAT,
+    Manifest,
+    ManifestError,
+    ObjectRecord,
+)
 from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError, StorageError
 from sealdump.keys.base import KeyProvider, Signature, Wrapping
 from sealdump.log import get_logger
@@ -43,8 +50,6 @@ log = get_logger(__name__)
 KEYS = "keys.json"
 MANIFEST = "manifest"
 SIGNATURE = sig.SIGNATURE
-MANIFEST_FORMAT = "sealdump-manifest/2"  # signed (docs/format.md, section 8)
-UNSIGNED_FORMAT = "sealdump-manifest/1"  # before signatures: readable only when allowed
 # Size caps, checked before parsing (anything larger is refused as damaged).
 KEYS_MAX = 64 * 1024
 SIGNATURE_MAX = sig.MAX_SIZE
@@ -83,25 +88,6 @@ class BackupRef:
 
     def __str__(self) -> str:
         return self.backup_id
-
-
-@dataclass(frozen=True)
-class ObjectRecord:
-    """What the manifest records of one stored object."""
-
-    object_id: str
-    plain_bytes: int
-    stored_bytes: int
-    sha256: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form for the manifest."""
-        return {
-            "object": self.object_id,
-            "plain_bytes": self.plain_bytes,
-            "stored_bytes": self.stored_bytes,
-            "sha256": self.sha256,
-        }
 
 
 def list_backups(
@@ -170,24 +156,22 @@ class BackupWriter:
         stored = self._write(name, hashed(encrypted))
         return ObjectRecord(object_id, plain, stored, digest.hexdigest())
 
-    def commit(self, manifest: dict[str, Any]) -> int:
+    def commit(self, manifest: Manifest) -> int:
         """Store the manifest, which makes the backup complete; returns the bytes stored.
 
-        First confirms, with one listing, that storage holds every object written (see
-        ``confirm``): a backup that rode out a storage outage is never listed incomplete.
+        The manifest must be of the signed format and name this backup's place (a caller
+        bug otherwise: ValueError). First confirms, with one listing, that storage holds
+        every object written (see ``confirm``): a backup that rode out a storage outage is
+        never listed incomplete.
         Then signs the stored manifest and writes the signature, before the manifest: a
         backup is never listed without its signature.
         """
-        self.confirm()
         ref = self.ref
-        body = dict(
-            manifest,
-            format=MANIFEST_FORMAT,
-            backup_id=ref.backup_id,
-            server=ref.server,
-            job=ref.job,
-        )
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        claimed = (manifest.format, manifest.server, manifest.job, manifest.backup_id)
+        if claimed != (MANIFEST_FORMAT, ref.server, ref.job, ref.backup_id):
+            raise ValueError(f"a manifest for {'/'.join(claimed)} cannot complete {ref.prefix}")
+        self.confirm()
+        data = manifest.to_json()
         encrypted = b"".join(fmt.encrypt([data], self._dek, ref.backup_id, MANIFEST))
         if len(encrypted) > MANIFEST_MAX:
             raise SealdumpError(
@@ -288,7 +272,7 @@ class BackupReader:
         self.allow_unsigned = allow_unsigned
         self._dek: bytes | None = None
         self._envelope: Envelope | None = None
-        self._manifest: dict[str, Any] | None = None
+        self._manifest: Manifest | None = None
         self.signature: Signature | None = None  # known once manifest() succeeded
         self.signed_message: bytes | None = None
         self.objects_read: list[str] = []
@@ -324,8 +308,12 @@ class BackupReader:
             self._dek = unwrap_envelope(self.envelope, self.providers)
         return self._dek
 
-    def manifest(self) -> dict[str, Any]:
-        """The decrypted manifest, once the backup's signature and place are checked."""
+    def manifest(self) -> Manifest:
+        """The decrypted manifest, once the backup's signature and place are checked.
+
+        Format and place are checked on the raw JSON first (their errors say what the
+        backup is: unsigned, moved...); then every field is checked (``Manifest.from_dict``).
+        """
         if self._manifest is None:
             ref = self.ref
             stored = read_capped(self.storage, ref.prefix + MANIFEST, MANIFEST_MAX)
@@ -351,9 +339,13 @@ class BackupReader:
                 except IntegrityError:
                     self._explain_place(stored, dek)  # a move says so, rather than "invalid"
                     raise
-            manifest = self._open_manifest(stored, dek)
-            self._check_format(manifest, signature)
-            self._check_place(manifest)
+            raw = self._open_manifest(stored, dek)
+            self._check_format(raw, signature)
+            self._check_place(raw)
+            try:
+                manifest = Manifest.from_dict(raw)
+            except ManifestError as exc:
+                raise ManifestError(f"backup {ref.prefix.rstrip('/')}: {exc}") from None
             self.signature = signature
             self.signed_message = message if signature is not None else None
             self._manifest = manifest
@@ -423,10 +415,10 @@ class BackupReader:
             hint,
         )
 
-    def open(self, record: dict[str, Any]) -> Iterator[bytes]:
+    def open(self, record: ObjectRecord) -> Iterator[bytes]:
         """Stream one object's plaintext, checking its manifest hash and size at the end."""
-        name = f"o/{record['object']}"
-        self.objects_read.append(record["object"])
+        name = record.name
+        self.objects_read.append(record.object_id)
         digest = hashlib.sha256()
         stored = 0
 
@@ -439,18 +431,18 @@ class BackupReader:
 
         hint = ", ".join(self.key_ids())
         yield from fmt.decrypt(hashed(), self.data_key(), self.ref.backup_id, name, hint)
-        if digest.hexdigest() != record["sha256"] or stored != record["stored_bytes"]:
+        if digest.hexdigest() != record.sha256 or stored != record.stored_bytes:
             raise IntegrityError(
                 f"object {name} of backup {self.ref.backup_id} does not match its manifest hash"
             )
 
-    def read_json(self, record: dict[str, Any]) -> Any:
+    def read_json(self, record: ObjectRecord) -> Any:
         """A whole (small) JSON object."""
         data = b"".join(self.open(record))
         try:
             return json.loads(data)
         except ValueError as exc:
-            raise IntegrityError(f"object {record['object']} is not JSON") from exc
+            raise IntegrityError(f"object {record.object_id} is not JSON") from exc
 
 
 def unwrap_envelope(envelope: Envelope, providers: Sequence[KeyProvider]) -> bytes:

@@ -3,12 +3,12 @@ authenticated, decrypted and hashed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from sealdump.archive.backup import KEYS, MANIFEST, SIGNATURE, BackupReader
+from sealdump.archive.manifest import Manifest, ObjectRecord
 from sealdump.errors import IntegrityError
+from sealdump.progress import NO_PROGRESS, Progress
 
 _SHOWN = 10  # names shown per kind of problem
 
@@ -25,19 +25,12 @@ class VerifyReport:
     signed: bool = True
 
 
-def _records(manifest: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for database in manifest["databases"]:
-        yield database["schema"]
-        for table in database["tables"]:
-            yield from table["chunks"]
-
-
 def _names(names: list[str]) -> str:
     more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
     return ", ".join(names[:_SHOWN]) + more
 
 
-def check_listing(reader: BackupReader, manifest: dict[str, Any]) -> None:
+def check_listing(reader: BackupReader, manifest: Manifest) -> None:
     """Storage holds exactly what the manifest lists; IntegrityError naming every difference.
 
     One listing of the backup's prefix: objects the manifest does not list (planted, or
@@ -50,8 +43,8 @@ def check_listing(reader: BackupReader, manifest: dict[str, Any]) -> None:
     expected: dict[str, int | None] = {KEYS: None, MANIFEST: None}
     if reader.signed:
         expected[SIGNATURE] = None
-    for record in _records(manifest):
-        expected[f"o/{record['object']}"] = int(record["stored_bytes"])
+    for record in manifest.records():
+        expected[record.name] = record.stored_bytes
     extra = sorted(set(stored) - set(expected))
     missing = sorted(set(expected) - set(stored))
     wrong = sorted(
@@ -72,18 +65,32 @@ def check_listing(reader: BackupReader, manifest: dict[str, Any]) -> None:
         )
 
 
-def verify(reader: BackupReader) -> VerifyReport:
-    """Read every object of the backup; IntegrityError at the first that fails."""
+def verify(reader: BackupReader, progress: Progress | None = None) -> VerifyReport:
+    """Read every object of the backup; IntegrityError at the first that fails.
+
+    ``progress`` hears of the stored bytes of each object read and of each table whose
+    chunks all passed.
+    """
+    progress = progress or NO_PROGRESS
     manifest = reader.manifest()
     check_listing(reader, manifest)
     report = VerifyReport(signed=reader.signed)
-    for record in _records(manifest):
+    tables = sum(len(database.tables) for database in manifest.databases)
+    progress.begin(tables, sum(record.stored_bytes for record in manifest.records()))
+
+    def check(record: ObjectRecord) -> None:
         for piece in reader.open(record):
             report.plain_bytes += len(piece)
         report.objects += 1
-        report.stored_bytes += record["stored_bytes"]
-    for database in manifest["databases"]:
-        for table in database["tables"]:
+        report.stored_bytes += record.stored_bytes
+        progress.advance(record.stored_bytes)
+
+    for database in manifest.databases:
+        check(database.schema)
+        for table in database.tables:
+            for chunk in table.chunks:
+                check(chunk)
             report.tables += 1
-            report.rows += table["rows"]
+            report.rows += table.rows
+            progress.table_done(f"{database.name}.{table.name}")
     return report

@@ -13,6 +13,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sealdump.archive.framing import MULTISET_MASK, frame
 from sealdump.backup.values import literal, row_literal
 from sealdump.source.catalog import Table, qualified, quote_ident
 
@@ -21,7 +22,6 @@ CHUNK_TARGET_BYTES = 16 << 20
 MIN_CHUNK_ROWS = 1_000
 MAX_CHUNK_ROWS = 1_000_000
 _FETCH = 2_000
-_MASK = (1 << 256) - 1
 
 
 @dataclass(frozen=True)
@@ -41,31 +41,6 @@ class ChunkEnd:
 
 
 _Span = tuple[int, list[str] | None, list[str] | None]  # rows, first key, last key
-
-
-def frame(rows: list[bytes]) -> bytes:
-    """``LENGTH\\n`` + the comma-joined rows + ``\\n``."""
-    body = b",".join(rows)
-    return b"%d\n" % len(body) + body + b"\n"
-
-
-def unframe(stream: Iterator[bytes]) -> Iterator[bytes]:
-    """The batches (VALUES lists) of a chunk's plaintext stream."""
-    buffer = bytearray()
-    for piece in stream:
-        buffer += piece
-        while True:
-            newline = buffer.find(b"\n")
-            if newline < 0:
-                break
-            length = int(buffer[:newline])
-            end = newline + 1 + length + 1
-            if len(buffer) < end:
-                break
-            yield bytes(buffer[newline + 1 : end - 1])
-            del buffer[:end]
-    if buffer:
-        raise ValueError("chunk ends inside a batch")
 
 
 def rows_per_chunk(table: Table) -> int:
@@ -163,7 +138,7 @@ class TableReader:
                     # Rows without a key come back in any order: hash them as a multiset.
                     self._multiset = (
                         self._multiset + int.from_bytes(sha256(value).digest(), "big")
-                    ) & _MASK
+                    ) & MULTISET_MASK
                 size += len(value) + 1
                 if size >= BATCH_BYTES:
                     yield Batch(frame(pending))

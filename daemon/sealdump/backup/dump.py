@@ -13,7 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,15 +22,27 @@ import pymysql
 
 from sealdump import __version__
 from sealdump.archive.backup import BackupRef, BackupWriter
+from sealdump.archive.manifest import (
+    MANIFEST_FORMAT,
+    BinlogPosition,
+    Chunk,
+    Consistency,
+    Database,
+    Manifest,
+    Source,
+    TableEntry,
+    Totals,
+)
 from sealdump.backup.chunks import Batch, ChunkEnd, TableReader
 from sealdump.backup.snapshot import open_snapshot, open_snapshots
-from sealdump.config.model import Job, Server
+from sealdump.config.model import Job, Server, SnapshotLock
 from sealdump.errors import Interrupted, SealdumpError, SourceError, TimedOut
 from sealdump.keys.base import KeyProvider
 from sealdump.log import get_logger
+from sealdump.progress import NO_PROGRESS, Progress
 from sealdump.source import catalog
 from sealdump.source.connect import TRANSIENT_CODES, connect
-from sealdump.source.dialect import detect
+from sealdump.source.dialect import Flavor, detect
 from sealdump.storage.base import Storage
 
 log = get_logger(__name__)
@@ -103,6 +116,7 @@ def dump(
     ref: BackupRef,
     cancel: threading.Event | None = None,
     deadline: float | None = None,
+    progress: Progress | None = None,
 ) -> DumpResult:
     """Write backup ``ref`` of ``server`` as ``job`` describes; nothing stays behind on failure.
 
@@ -111,77 +125,39 @@ def dump(
     first. Without the means to synchronise, one connection does everything. ``cancel`` (a
     stop request) and ``deadline`` (``time.monotonic()`` value of the run's timeout) stop it
     within seconds: nothing queued starts, and the queries in flight are killed.
+
+    Every connection is closed whatever happens (a later connection refused, a failed
+    snapshot, a stop), by the ExitStack it is registered with the moment it opens.
+
+    ``progress`` hears of every table done and of the SQL bytes read, against the catalog's
+    estimate of the data size (AVG_ROW_LENGTH x TABLE_ROWS: about DATA_LENGTH).
     """
     started = datetime.now(UTC)
-    connections: list[Any] = []
+    progress = progress or NO_PROGRESS
     writer: BackupWriter | None = None
-    stop: Stop | None = None
     try:
-        for _ in range(job.connections):
-            connections.append(connect(server, streaming=True))
-            # The server must not time out a reader waiting on a slow upload: the storage's own
-            # deadline (minutes) ends such a stall first and names the storage as the cause.
-            connections[-1].cursor(pymysql.cursors.Cursor).execute(
-                f"SET SESSION net_write_timeout = {READER_WRITE_TIMEOUT}"
+        with ExitStack() as stack:
+            connections = _open_connections(stack, server, job.connections)
+            stop = Stop(server, job, connections, cancel, deadline, ref)
+            stack.callback(stop.close)  # first out: stop watching before the sessions go
+            plain = connections[0].cursor(pymysql.cursors.Cursor)
+            flavor = detect(plain)
+            consistency = _take_snapshot(connections, flavor, job.snapshot_lock)
+            writer = BackupWriter(storage, ref, provider)
+            result = DumpResult(ref)
+            plans = [_read_database(plain, db, job) for db in _databases(plain, job)]
+            work = [table for plan in plans for table, _kind in plan.tables]
+            estimate = sum(t.avg_row_length * t.estimated_rows for t in work)
+            progress.begin(len(work), estimate, estimated=True)
+            tables = _dump_tables(connections, writer, plans, result, stop, progress)
+            databases = [_store_database(writer, plan, tables, result) for plan in plans]
+            for connection in connections:
+                connection.cursor(pymysql.cursors.Cursor).execute("COMMIT")
+            manifest = _assemble_manifest(
+                server, ref, flavor, consistency, databases, result, started
             )
-        stop = Stop(server, job, connections, cancel, deadline, ref)
-        plain = connections[0].cursor(pymysql.cursors.Cursor)
-        flavor = detect(plain)
-        consistency = None
-        if len(connections) > 1:
-            consistency = open_snapshots(
-                [c.cursor(pymysql.cursors.Cursor) for c in connections], flavor
-            )
-            if consistency is None:
-                log.warning(
-                    "cannot synchronise snapshots (no binlog position, no RELOAD): one connection"
-                )
-                for extra in connections[1:]:
-                    extra.close()
-                del connections[1:]
-        if consistency is None:
-            consistency = open_snapshot(plain, flavor)
-            consistency["connections"] = 1
-        writer = BackupWriter(storage, ref, provider)
-        result = DumpResult(ref)
-        plans = [_read_database(plain, db, job) for db in _databases(plain, job)]
-        entries = _dump_tables(connections, writer, plans, result, stop)
-        manifest_databases = [_store_database(writer, plan, entries, result) for plan in plans]
-        for connection in connections:
-            connection.cursor(pymysql.cursors.Cursor).execute("COMMIT")
-        consistency["non_transactional_tables"] = [
-            f"{db['name']}.{t['name']}"
-            for db in manifest_databases
-            for t in db["tables"]
-            if not t["transactional"]
-        ]
-        finished = datetime.now(UTC)
-        manifest = {
-            "server": server.name,
-            "job": job.name,
-            "started_at": started.isoformat(),
-            "finished_at": finished.isoformat(),
-            "sealdump_version": __version__,
-            "host": platform.node(),
-            "source": {
-                "host": server.host,
-                "port": server.port,
-                "product": flavor.product,
-                "version": flavor.version,
-            },
-            "consistency": consistency,
-            "databases": manifest_databases,
-            "totals": {
-                "databases": len(manifest_databases),
-                "tables": result.tables,
-                "rows": result.rows,
-                "plain_bytes": result.plain_bytes,
-                "stored_bytes": result.stored_bytes,
-                "objects": result.objects,
-            },
-        }
-        result.stored_bytes += writer.commit(manifest)
-        return result
+            result.stored_bytes += writer.commit(manifest)
+            return result
     except BaseException as exc:
         if writer is not None:
             writer.abort()
@@ -192,15 +168,105 @@ def dump(
             transient = bool(exc.args) and exc.args[0] in TRANSIENT_CODES
             raise SourceError(_describe(server, exc), transient=transient) from None
         raise
-    finally:
-        if stop is not None:
-            stop.close()
-        for connection in connections:
-            _abandon_result(connection)
-            try:
-                connection.close()
-            except Exception as exc:  # noqa: BLE001 - secondary to how the run ended
-                log.debug("closing a dump connection failed", error=str(exc))
+
+
+def _open_connections(stack: ExitStack, server: Server, count: int) -> list[Any]:
+    """``count`` streaming connections, each closed by ``stack`` whatever happens next.
+
+    A connection is registered before anything else runs on it, so one refused later (a
+    connection limit, the server going away) leaves none of the earlier ones open.
+    """
+    connections: list[Any] = []
+    for _ in range(count):
+        connection = connect(server, streaming=True)
+        stack.callback(_close, connection)
+        connections.append(connection)
+        # The server must not time out a reader waiting on a slow upload: the storage's own
+        # deadline (minutes) ends such a stall first and names the storage as the cause.
+        connection.cursor(pymysql.cursors.Cursor).execute(
+            f"SET SESSION net_write_timeout = {READER_WRITE_TIMEOUT}"
+        )
+    return connections
+
+
+def _close(connection: Any) -> None:
+    """Close one dump connection, if still open; a failure is only logged (secondary)."""
+    _abandon_result(connection)
+    if not connection.open:
+        return
+    try:
+        connection.close()
+    except Exception as exc:  # noqa: BLE001 - secondary to how the run ended
+        log.debug("closing a dump connection failed", error=str(exc))
+
+
+def _take_snapshot(connections: list[Any], flavor: Flavor, lock: SnapshotLock) -> Consistency:
+    """Open the snapshot on every connection; what it achieved.
+
+    When several snapshots cannot be synchronised, the extra connections are closed and
+    removed from ``connections``: one connection then reads everything.
+    """
+    consistency = None
+    if len(connections) > 1:
+        consistency = open_snapshots(
+            [c.cursor(pymysql.cursors.Cursor) for c in connections], flavor, lock
+        )
+        if consistency is None:
+            log.warning(
+                "cannot synchronise snapshots (no binlog position, and no RELOAD or "
+                "snapshot_lock: never): one connection"
+            )
+            for extra in connections[1:]:
+                _close(extra)
+            del connections[1:]
+    if consistency is None:
+        consistency = open_snapshot(connections[0].cursor(pymysql.cursors.Cursor), flavor, lock)
+        consistency["connections"] = 1
+    binlog = consistency["binlog"]
+    return Consistency(
+        mode=consistency["mode"],
+        binlog=None if binlog is None else BinlogPosition(**binlog),
+        binlog_exact=consistency["binlog_exact"],
+        connections=consistency["connections"],
+        synchronised_by=consistency.get("synchronised_by"),
+        non_transactional_tables=(),  # known once the tables are read: _assemble_manifest
+    )
+
+
+def _assemble_manifest(
+    server: Server,
+    ref: BackupRef,
+    flavor: Flavor,
+    consistency: Consistency,
+    databases: list[Database],
+    result: DumpResult,
+    started: datetime,
+) -> Manifest:
+    """The typed manifest of a finished dump (``result`` holds its figures so far)."""
+    non_transactional = tuple(
+        f"{db.name}.{t.name}" for db in databases for t in db.tables if not t.transactional
+    )
+    return Manifest(
+        format=MANIFEST_FORMAT,
+        backup_id=ref.backup_id,
+        server=ref.server,
+        job=ref.job,
+        started_at=started,
+        finished_at=datetime.now(UTC),
+        sealdump_version=__version__,
+        host=platform.node(),
+        source=Source(server.host, server.port, flavor.product, flavor.version),
+        consistency=replace(consistency, non_transactional_tables=non_transactional),
+        databases=tuple(databases),
+        totals=Totals(
+            databases=len(databases),
+            tables=result.tables,
+            rows=result.rows,
+            plain_bytes=result.plain_bytes,
+            stored_bytes=result.stored_bytes,
+            objects=result.objects,
+        ),
+    )
 
 
 def _abandon_result(connection: Any) -> None:
@@ -354,7 +420,8 @@ def _dump_tables(
     plans: list[_DatabasePlan],
     result: DumpResult,
     stop: Stop,
-) -> dict[tuple[str, str], dict[str, Any]]:
+    progress: Progress,
+) -> dict[tuple[str, str], TableEntry]:
     """Dump every table, one per connection at a time, the largest first.
 
     On a failure or a stop nothing queued starts, the queries in flight are killed, and the
@@ -373,23 +440,25 @@ def _dump_tables(
         if stop.failed.is_set():
             raise Interrupted(f"backup {writer.ref.backup_id} stopped: another table failed")
 
-    def one(table: catalog.Table, kind: str) -> tuple[tuple[str, str], dict[str, Any], DumpResult]:
+    def one(table: catalog.Table, kind: str) -> tuple[tuple[str, str], TableEntry, DumpResult]:
         part = DumpResult(result.ref)
         if kind == "SEQUENCE":
-            return (table.database, table.name), _table_entry(table, kind, [], 0, ""), part
+            progress.table_done(f"{table.database}.{table.name}")
+            return (table.database, table.name), _table_entry(table, kind, (), 0, ""), part
         halt()  # queued behind the stop: never started
         cursor = idle.get()
         try:
             halt()
-            entry = _dump_table(cursor, writer, table, kind, part, halt)
+            entry = _dump_table(cursor, writer, table, kind, part, halt, progress)
         except BaseException:
             stop.failed.set()
             raise
         finally:
             idle.put(cursor)
+        progress.table_done(f"{table.database}.{table.name}")
         return (table.database, table.name), entry, part
 
-    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    entries: dict[tuple[str, str], TableEntry] = {}
     errors: list[BaseException] = []
     pool = ThreadPoolExecutor(max_workers=len(connections), thread_name_prefix="sealdump-dump")
     try:
@@ -443,20 +512,20 @@ def _consequence(error: BaseException) -> bool:
 def _store_database(
     writer: BackupWriter,
     plan: _DatabasePlan,
-    entries: dict[tuple[str, str], dict[str, Any]],
+    entries: dict[tuple[str, str], TableEntry],
     result: DumpResult,
-) -> dict[str, Any]:
+) -> Database:
     """Store the schema object of one database; its manifest entry."""
     record = writer.put([_json(plan.schema)])
     result.objects += 1
     result.plain_bytes += record.plain_bytes
     result.stored_bytes += record.stored_bytes
-    return {
-        "name": plan.name,
-        "schema": record.as_dict(),
-        "tables": [entries[(plan.name, table.name)] for table, _kind in plan.tables],
-        "views": plan.schema["view_order"],
-    }
+    return Database(
+        name=plan.name,
+        schema=record,
+        tables=tuple(entries[(plan.name, table.name)] for table, _kind in plan.tables),
+        views=tuple(plan.schema["view_order"]),
+    )
 
 
 def _dump_table(
@@ -466,20 +535,23 @@ def _dump_table(
     kind: str,
     result: DumpResult,
     halt: Callable[[], None],
-) -> dict[str, Any]:
+    progress: Progress,
+) -> TableEntry:
     started = datetime.now(UTC)
     reader = TableReader(cursor, table)
     events = prefetch(reader.events)
-    chunks: list[dict[str, Any]] = []
+    chunks: list[Chunk] = []
     ended: list[ChunkEnd] = []
 
     def batches(first: Batch) -> Iterator[bytes]:
+        progress.advance(len(first.data))
         yield first.data
         for event in events:
             halt()
             if isinstance(event, ChunkEnd):
                 ended.append(event)
                 return
+            progress.advance(len(event.data))
             yield event.data
 
     for event in events:
@@ -487,7 +559,7 @@ def _dump_table(
             continue
         record = writer.put(batches(event))
         end = ended.pop()
-        chunks.append({**record.as_dict(), "rows": end.rows, "first": end.first, "last": end.last})
+        chunks.append(Chunk.of(record, end.rows, end.first, end.last))
         result.objects += 1
         result.plain_bytes += record.plain_bytes
         result.stored_bytes += record.stored_bytes
@@ -499,27 +571,27 @@ def _dump_table(
         table=f"{table.database}.{table.name}",
         rows=reader.rows,
         chunks=len(chunks),
-        bytes=sum(c["stored_bytes"] for c in chunks),
+        bytes=sum(c.stored_bytes for c in chunks),
         seconds=round(seconds, 3),
     )
-    return _table_entry(table, kind, chunks, reader.rows, reader.content_digest())
+    return _table_entry(table, kind, tuple(chunks), reader.rows, reader.content_digest())
 
 
 def _table_entry(
-    table: catalog.Table, kind: str, chunks: list[dict[str, Any]], rows: int, digest: str
-) -> dict[str, Any]:
-    return {
-        "name": table.name,
-        "kind": kind,
-        "engine": table.engine,
-        "transactional": table.transactional,
-        "columns": [c.name for c in table.stored_columns],
-        "key": table.key,
-        "key_kind": table.key_kind,
-        "rows": rows,
-        "content_sha256": digest,
-        "chunks": chunks,
-    }
+    table: catalog.Table, kind: str, chunks: tuple[Chunk, ...], rows: int, digest: str
+) -> TableEntry:
+    return TableEntry(
+        name=table.name,
+        kind=kind,
+        engine=table.engine,
+        transactional=table.transactional,
+        columns=tuple(c.name for c in table.stored_columns),
+        key=tuple(table.key),
+        key_kind=table.key_kind,
+        rows=rows,
+        content_sha256=digest,
+        chunks=chunks,
+    )
 
 
 def _json(data: Any) -> bytes:

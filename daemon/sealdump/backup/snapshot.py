@@ -5,6 +5,11 @@ needed. On MySQL, a brief FLUSH TABLES WITH READ LOCK (RELOAD privilege, which A
 pins the position while the snapshot opens; without it the position is recorded as
 approximate. Non-transactional tables (MyISAM) are not covered by any snapshot and are
 listed as such. The manifest never claims more than was achieved.
+
+A job's ``snapshot_lock`` chooses: ``auto`` as above, ``always`` MySQL's way on any server
+(the lock, and the position read under it with ``SHOW MASTER STATUS``), ``never`` no global
+lock at all. ``always`` is also how the tests run MySQL's path on MariaDB: the statements
+are common to both servers, only the GTID variable differs (``Flavor.gtid_sql``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 import pymysql
 
+from sealdump.config.model import SnapshotLock
 from sealdump.log import get_logger
 from sealdump.source.dialect import Flavor
 
@@ -22,10 +28,15 @@ SYNC_ATTEMPTS = 5
 _START = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"
 
 
-def open_snapshot(cursor: Any, flavor: Flavor) -> dict[str, Any]:
+def _reported_position(flavor: Flavor, lock: SnapshotLock) -> bool:
+    """Whether to rely on the server reporting its snapshot's binlog position (MariaDB)."""
+    return flavor.snapshot_reports_binlog_position and lock != "always"
+
+
+def open_snapshot(cursor: Any, flavor: Flavor, lock: SnapshotLock = "auto") -> dict[str, Any]:
     """Start the snapshot transaction on ``cursor``; returns what was achieved."""
     cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-    if flavor.snapshot_reports_binlog_position:
+    if _reported_position(flavor, lock):
         cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         position = _snapshot_status(cursor)
         return {
@@ -33,7 +44,7 @@ def open_snapshot(cursor: Any, flavor: Flavor) -> dict[str, Any]:
             "binlog": position,
             "binlog_exact": position is not None,
         }
-    locked = _try_global_read_lock(cursor)
+    locked = lock != "never" and _try_global_read_lock(cursor)
     try:
         cursor.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         position = _binlog_status(cursor, flavor)
@@ -81,19 +92,22 @@ def _binlog_status(cursor: Any, flavor: Flavor) -> dict[str, Any] | None:
     return {"file": row[0], "position": int(row[1]), "gtid": gtid or ""}
 
 
-def open_snapshots(cursors: list[Any], flavor: Flavor) -> dict[str, Any] | None:
+def open_snapshots(
+    cursors: list[Any], flavor: Flavor, lock: SnapshotLock = "auto"
+) -> dict[str, Any] | None:
     """One snapshot at the same point in time on every connection, or None if impossible.
 
     MariaDB reports each snapshot's binlog position: snapshots opened back to back that
     report the same position saw the same commits (every commit moves the position), so
     they are retried until they agree. Otherwise (no binlog, MySQL, a busy server) a brief
     FLUSH TABLES WITH READ LOCK holds commits while all snapshots open, as mydumper does.
-    Without RELOAD neither is possible and the caller dumps over one connection.
+    Without RELOAD (or with ``lock`` never and no agreeing positions) neither is possible
+    and the caller dumps over one connection; ``lock`` always goes straight to the lock.
     """
     for cursor in cursors:
         cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     count = len(cursors)
-    if flavor.snapshot_reports_binlog_position:
+    if _reported_position(flavor, lock):
         for _attempt in range(SYNC_ATTEMPTS):
             positions = []
             for cursor in cursors:
@@ -111,12 +125,12 @@ def open_snapshots(cursors: list[Any], flavor: Flavor) -> dict[str, Any] | None:
                 cursor.execute("COMMIT")
             if positions[0] is None:
                 break  # no binary log: nothing to compare
-    if not _try_global_read_lock(cursors[0]):
+    if lock == "never" or not _try_global_read_lock(cursors[0]):
         return None
     try:
         for cursor in cursors:
             cursor.execute(_START)
-        if flavor.snapshot_reports_binlog_position:
+        if _reported_position(flavor, lock):
             position = _snapshot_status(cursors[0])
         else:
             position = _binlog_status(cursors[0], flavor)

@@ -18,6 +18,8 @@ from sealdump import __version__
 from sealdump.cli import (
     backup_cmd,
     backups_cmd,
+    binlog_cmd,
+    check_cmd,
     config_cmd,
     daemon_cmd,
     history_cmd,
@@ -26,32 +28,22 @@ from sealdump.cli import (
     restore_cmd,
 )
 from sealdump.cli.context import State, emit_error
+from sealdump.cli.options import GlobalOptionsGroup
 from sealdump.errors import ExitCode, SealdumpError
-from sealdump.log import setup_logging
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--config",
-    "config_path",
-    envvar="SEALDUMP_CONFIG",
-    default="/etc/sealdump/sealdump.yaml",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="Daemon-wide config file (env SEALDUMP_CONFIG).",
+@click.group(
+    cls=GlobalOptionsGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="--config, --json, -v and -q may also follow the verb: sealdump list --json.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print data (and errors) as JSON.")
-@click.option("-v", "--verbose", count=True, help="More log detail; -vv for libraries too.")
-@click.option("-q", "--quiet", count=True, help="Warnings and errors only.")
 @click.version_option(__version__, prog_name="sealdump")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str, as_json: bool, verbose: int, quiet: int) -> None:
+def cli(ctx: click.Context) -> None:
     """Encrypted, restorable MySQL backups over verified TLS."""
-    state = ctx.ensure_object(State)
-    state.config_path = config_path
-    state.as_json = as_json
-    state.verbosity = verbose - quiet
-    setup_logging(state.verbosity)
+    # The global options fill the State as they are parsed (sealdump.cli.options), before
+    # and after the verb; logging is set up once the verb's own options are known too.
+    ctx.ensure_object(State)
 
 
 for command in (
@@ -65,9 +57,11 @@ for command in (
     prune_cmd.prune,
     history_cmd.history,
     daemon_cmd.status,
+    check_cmd.check,
     config_cmd.config,
     keys_cmd.keys,
     keys_cmd.decrypt,
+    binlog_cmd.binlog,
 ):
     cli.add_command(command)
 
@@ -83,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     state = State()
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        cli.main(args=argv, prog_name="sealdump", standalone_mode=False, obj=state)
+        # Without standalone mode click returns (not raises) the code of ctx.exit(code).
+        code = cli.main(args=argv, prog_name="sealdump", standalone_mode=False, obj=state)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.ClickException as exc:
@@ -104,4 +99,4 @@ def main(argv: list[str] | None = None) -> None:
         message = f"internal error ({type(exc).__name__}); run with -v for the traceback"
         emit_error(state, message, "InternalError", ExitCode.FAILURE)
         sys.exit(ExitCode.FAILURE)
-    sys.exit(ExitCode.OK)
+    sys.exit(code if isinstance(code, int) and code else ExitCode.OK)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import click
 
-from sealdump.backup.run import resolve_job, run_job
+from sealdump.actions.backup import resolve_job, run_backup
+from sealdump.actions.recorded import RunContext
+from sealdump.cli.complete import complete_target
 from sealdump.cli.context import State, emit_json, pass_state
+from sealdump.cli.progress import progress_display
 from sealdump.cli.table import human_bytes
 
 
 @click.command()
-@click.argument("target", metavar="SERVER[/JOB]")
+@click.argument("target", metavar="SERVER[/JOB]", shell_complete=complete_target)
 @pass_state
 def backup(state: State, target: str) -> None:
     """Run one job now; the exit status is the outcome."""
     config = state.config()
     server, job = resolve_job(config, target)
-    result = run_job(config, server, job, trigger="manual")
+    with progress_display(state, f"backup {server.name}/{job.name}") as progress:
+        result = run_backup(config, server, job, RunContext(progress=progress))
     if state.as_json:
         emit_json(
             {

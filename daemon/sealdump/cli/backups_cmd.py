@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import click
 
-from sealdump.archive.locate import all_backups, locate, reader_for
+from sealdump.actions.drill import run_drill
+from sealdump.actions.locate import all_backups, locate, reader_for
+from sealdump.archive.manifest import Manifest
 from sealdump.archive.verify import verify as verify_backup
+from sealdump.cli.complete import complete_backup, complete_job, complete_server
 from sealdump.cli.context import State, emit_json, pass_state
+from sealdump.cli.progress import progress_display
 from sealdump.cli.table import human_bytes, printable, render_table
 from sealdump.errors import IntegrityError, SealdumpError
-from sealdump.restore.drill import run_drill
 
 _scope = [
-    click.option("--server", help="Only backups of this server."),
-    click.option("--job", help="Only backups of this job."),
+    click.option("--server", help="Only backups of this server.", shell_complete=complete_server),
+    click.option("--job", help="Only backups of this job.", shell_complete=complete_job),
 ]
 
 
@@ -27,21 +29,19 @@ def scoped(function: Any) -> Any:
     return function
 
 
-def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    started = datetime.fromisoformat(manifest["started_at"])
-    finished = datetime.fromisoformat(manifest["finished_at"])
-    totals = manifest["totals"]
+def _summary(manifest: Manifest) -> dict[str, Any]:
+    totals = manifest.totals
     return {
-        "backup_id": manifest["backup_id"],
-        "server": manifest["server"],
-        "job": manifest["job"],
-        "started_at": manifest["started_at"],
-        "duration_seconds": round((finished - started).total_seconds(), 3),
-        "databases": totals["databases"],
-        "tables": totals["tables"],
-        "rows": totals["rows"],
-        "stored_bytes": totals["stored_bytes"],
-        "plain_bytes": totals["plain_bytes"],
+        "backup_id": manifest.backup_id,
+        "server": manifest.server,
+        "job": manifest.job,
+        "started_at": manifest.started_at.isoformat(),
+        "duration_seconds": round((manifest.finished_at - manifest.started_at).total_seconds(), 3),
+        "databases": totals.databases,
+        "tables": totals.tables,
+        "rows": totals.rows,
+        "stored_bytes": totals.stored_bytes,
+        "plain_bytes": totals.plain_bytes,
         "status": "complete",
     }
 
@@ -59,7 +59,7 @@ def list_(state: State, server: str | None, job: str | None) -> None:
             summary = _summary(reader.manifest())
             if not reader.signed:
                 summary["status"] = "unsigned (format 1)"
-        except (SealdumpError, KeyError, TypeError, ValueError) as exc:
+        except SealdumpError as exc:  # a damaged manifest is an IntegrityError too
             # One backup that cannot be opened (key gone, damaged, planted, moved) must not
             # hide the others.
             summary = {
@@ -93,7 +93,7 @@ def list_(state: State, server: str | None, job: str | None) -> None:
 
 
 @click.command()
-@click.argument("backup_id", metavar="BACKUP")
+@click.argument("backup_id", metavar="BACKUP", shell_complete=complete_backup)
 @scoped
 @pass_state
 def show(state: State, backup_id: str, server: str | None, job: str | None) -> None:
@@ -112,34 +112,41 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
         else None
     )
     if state.as_json:
-        emit_json({**manifest, "storage": item.storage_name, "keys": keys, "signature": signature})
+        emit_json(
+            {
+                **manifest.to_dict(),
+                "storage": item.storage_name,
+                "keys": keys,
+                "signature": signature,
+            }
+        )
         return
     summary = _summary(manifest)
-    consistency = manifest["consistency"]
-    binlog = consistency.get("binlog") or {}
-    source = manifest["source"]
+    consistency = manifest.consistency
+    binlog = consistency.binlog
+    source = manifest.source
     lines = [
         f"backup      {summary['backup_id']}  ({item.storage_name})",
-        f"source      {manifest['server']}/{manifest['job']}: {source['product']} "
-        f"{source['version']} at {source['host']}:{source['port']}",
+        f"source      {manifest.server}/{manifest.job}: {source.product} "
+        f"{source.version} at {source.host}:{source.port}",
         f"taken       {summary['started_at']} in {summary['duration_seconds']:.1f}s",
-        f"consistency {consistency['mode']}"
+        f"consistency {consistency.mode}"
         + (
-            f", binlog {binlog['file']}:{binlog['position']}"
-            f"{'' if consistency.get('binlog_exact') else ' (approximate)'}"
-            if binlog
+            f", binlog {binlog.file}:{binlog.position}"
+            f"{'' if consistency.binlog_exact else ' (approximate)'}"
+            if binlog is not None
             else ", no binlog position"
         ),
     ]
-    if consistency.get("connections", 1) > 1:
+    if (consistency.connections or 1) > 1:
         lines.append(
-            f"            {consistency['connections']} connections, snapshots synchronised by "
-            f"{consistency.get('synchronised_by', '?')}"
+            f"            {consistency.connections} connections, snapshots synchronised by "
+            f"{consistency.synchronised_by or '?'}"
         )
-    if binlog.get("gtid"):
-        lines.append(f"gtid        {binlog['gtid']}")
-    if consistency.get("non_transactional_tables"):
-        names = ", ".join(consistency["non_transactional_tables"])
+    if binlog is not None and binlog.gtid:
+        lines.append(f"gtid        {binlog.gtid}")
+    if consistency.non_transactional_tables:
+        names = ", ".join(consistency.non_transactional_tables)
         lines.append(f"not in snapshot (non-transactional): {names}")
     lines += [f"key         {k['key_id']} ({k['algorithm']})" for k in keys]
     lines.append(
@@ -155,25 +162,26 @@ def show(state: State, backup_id: str, server: str | None, job: str | None) -> N
     click.echo("\n".join(printable(line) for line in lines) + "\n")
     table = [
         [
-            f"{database['name']}.{t['name']}",
-            str(t["rows"]),
-            str(len(t["chunks"])),
-            human_bytes(sum(c["stored_bytes"] for c in t["chunks"])),
-            ",".join(t["key"]) or "(no key)",
+            f"{database.name}.{t.name}",
+            str(t.rows),
+            str(len(t.chunks)),
+            human_bytes(t.stored_bytes),
+            ",".join(t.key) or "(no key)",
         ]
-        for database in manifest["databases"]
-        for t in database["tables"]
+        for database in manifest.databases
+        for t in database.tables
     ]
     click.echo(render_table(["TABLE", "ROWS", "CHUNKS", "SIZE", "KEY"], table))
 
 
 @click.command()
-@click.argument("backup_id", metavar="BACKUP")
+@click.argument("backup_id", metavar="BACKUP", shell_complete=complete_backup)
 @scoped
 @click.option(
     "--restore-test",
     "restore_test",
     metavar="SERVER",
+    shell_complete=complete_server,
     help="Also restore every table into scratch schemas on SERVER and compare with the dump.",
 )
 @pass_state
@@ -184,7 +192,8 @@ def verify(
     config = state.config()
     item = locate(config, backup_id, server, job)
     reader = reader_for(config, item, allow_unsigned=True)
-    report = verify_backup(reader)
+    with progress_display(state, f"verify {item.ref.backup_id}") as progress:
+        report = verify_backup(reader, progress)
     result: dict[str, Any] = {"backup_id": item.ref.backup_id, "ok": True, **vars(report)}
     if restore_test is not None:
         if not report.signed:

@@ -6,14 +6,15 @@ from typing import Any
 
 import click
 
+from sealdump.cli.complete import complete_job, complete_server
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import human_bytes, render_table
 from sealdump.history import History, Run
 
 
 @click.command()
-@click.option("--server", help="Only runs of this server.")
-@click.option("--job", help="Only runs of this job.")
+@click.option("--server", help="Only runs of this server.", shell_complete=complete_server)
+@click.option("--job", help="Only runs of this job.", shell_complete=complete_job)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @pass_state
 def history(state: State, server: str | None, job: str | None, limit: int) -> None:

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
+from sealdump.actions.rewrap import rewrap as rewrap_action
 from sealdump.archive import format as fmt
-from sealdump.archive.backup import BackupReader, unwrap_envelope
-from sealdump.archive.backup import rewrap as rewrap_backup
+from sealdump.archive.backup import unwrap_envelope
 from sealdump.archive.envelope import Envelope
-from sealdump.archive.locate import all_backups, locate, providers
 from sealdump.cli.backups_cmd import scoped
+from sealdump.cli.complete import complete_backup
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.errors import UsageError
-from sealdump.keys import KeyProvider, provider_for
+from sealdump.keys import KeyProvider, providers
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
 from sealdump.storage.filesystem import FilesystemStore
 
@@ -39,7 +39,7 @@ def generate(state: State, file: Path) -> None:
 
 
 @keys.command()
-@click.argument("backup_id", metavar="[BACKUP]", required=False)
+@click.argument("backup_id", metavar="[BACKUP]", required=False, shell_complete=complete_backup)
 @click.option("--all", "every", is_flag=True, help="Every backup (within --server/--job).")
 @scoped
 @click.option("--to-key", help="Wrap under this configured key instead of the backup's own.")
@@ -60,46 +60,9 @@ def rewrap(
     """
     if bool(backup_id) == every:
         raise UsageError("give one BACKUP or --all")
-    config = state.config()
-    if to_key is not None and to_key not in config.keys:
-        raise UsageError(f"unknown key {to_key!r} (known keys: {', '.join(sorted(config.keys))})")
-    targets = (
-        all_backups(config, server, job) if every else [locate(config, str(backup_id), server, job)]
+    results = rewrap_action(
+        state.config(), None if every else backup_id, server=server, job=job, to_key=to_key
     )
-    available = providers(config)
-    results = []
-    for item in targets:
-        reader = BackupReader(item.storage, item.ref, available, allow_unsigned=True)
-        reader.manifest()  # the signature and place are checked before anything is re-signed
-        dek = reader.data_key()
-        destination = (
-            provider_for(config.keys[to_key]) if to_key else _owner(reader.envelope, available)
-        )
-        wrapping = destination.wrap(dek)
-        before = [w.key_id for w in reader.envelope.wrappings]
-        if before == [wrapping.key_id]:
-            results.append(
-                {"backup_id": item.ref.backup_id, "key_id": wrapping.key_id, "changed": False}
-            )
-            continue
-        rewrap_backup(
-            item.storage,
-            item.ref,
-            reader.envelope,
-            dek,
-            wrapping,
-            signer=destination if reader.signed else None,
-            message=reader.signed_message,
-        )
-        results.append(
-            {
-                "backup_id": item.ref.backup_id,
-                "from": before,
-                "key_id": wrapping.key_id,
-                "changed": True,
-                "signed": reader.signed,
-            }
-        )
     if state.as_json:
         emit_json(results)
         return
@@ -107,14 +70,6 @@ def rewrap(
         change = "re-wrapped under" if result["changed"] else "already under"
         unsigned = " (unsigned, format 1: left unsigned)" if result.get("signed") is False else ""
         click.echo(f"{result['backup_id']}: {change} {result['key_id']}{unsigned}")
-
-
-def _owner(envelope: Envelope, available: list[KeyProvider]) -> KeyProvider:
-    for wrapping in envelope.wrappings:
-        for provider in available:
-            if provider.owns(wrapping):
-                return provider
-    raise UsageError(f"no configured key owns backup {envelope.backup_id}'s data key; use --to-key")
 
 
 @click.command()

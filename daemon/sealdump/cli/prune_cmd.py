@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any
-
 import click
 
+from sealdump.actions.prune import prune as prune_action
+from sealdump.actions.prune import selected_jobs
+from sealdump.cli.complete import complete_job, complete_server
 from sealdump.cli.context import State, emit_json, pass_state
-from sealdump.errors import PartialFailure, SealdumpError, UsageError
-from sealdump.history import recorded_run
-from sealdump.log import get_logger
-from sealdump.restore.swap import sweep_server
-from sealdump.retention.prune import prune_job
-
-log = get_logger(__name__)
+from sealdump.errors import PartialFailure
 
 
 @click.command()
-@click.option("--server", help="Only this server's jobs.")
-@click.option("--job", help="Only jobs of this name.")
+@click.option("--server", help="Only this server's jobs.", shell_complete=complete_server)
+@click.option("--job", help="Only jobs of this name.", shell_complete=complete_job)
 @click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
 @pass_state
 def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> None:
@@ -29,41 +23,8 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
     restores left (finished and dropped; listed only with --dry-run).
     """
     config = state.config()
-    jobs = [
-        j
-        for s in config.servers.values()
-        if server in (None, s.name)
-        for j in s.jobs.values()
-        if job in (None, j.name)
-    ]
-    if not jobs:
-        raise UsageError("no configured job matches --server/--job")
-    results: list[dict[str, Any]] = []
-    failures: list[str] = []
-    swept: set[str] = set()
-    for item in jobs:
-        recorded = (
-            nullcontext()
-            if dry_run
-            else recorded_run(config.history_url, kind="prune", server=item.server, job=item.name)
-        )
-        try:
-            with recorded:
-                report = prune_job(config, item, dry_run=dry_run)
-        except SealdumpError as exc:
-            failures.append(f"{item.server}/{item.name}: {exc}")
-            continue
-        result: dict[str, Any] = {**vars(report), "dry_run": dry_run, "leftover_schemas": []}
-        if item.server not in swept:  # once per server: schemas dead restores left there
-            swept.add(item.server)
-            try:
-                result["leftover_schemas"] = sweep_server(
-                    config.servers[item.server], dry_run=dry_run
-                )
-            except SealdumpError as exc:
-                result["leftover_error"] = str(exc)
-                log.warning("leftover schemas not checked", server=item.server, error=str(exc))
-        results.append(result)
+    outcome = prune_action(config, selected_jobs(config, server, job), dry_run=dry_run)
+    results, failures = outcome.results, outcome.failures
     if state.as_json:
         emit_json(results)
     else:

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
-from sealdump.archive.backup import BackupReader
-from sealdump.archive.locate import Located, locate, reader_for
+from sealdump.actions.locate import locate, reader_for
+from sealdump.actions.recorded import RunContext
+from sealdump.actions.restore import RestoreRequest
+from sealdump.actions.restore import restore as restore_action
 from sealdump.cli.backups_cmd import scoped
+from sealdump.cli.complete import complete_backup, complete_server
 from sealdump.cli.context import State, emit_json, pass_state
+from sealdump.cli.progress import progress_display
 from sealdump.cli.table import human_bytes, printable, render_table
-from sealdump.config.model import Config, Server
-from sealdump.errors import UsageError
-from sealdump.history import RecordedRun, recorded_run
 from sealdump.restore.export import export_sql
-from sealdump.restore.load import restore as run_restore
-from sealdump.restore.objects import Mode
-from sealdump.restore.plan import TablePlan, plan_restore
-from sealdump.restore.rows import RowMode, restore_rows
+from sealdump.restore.pitr import parse_time
+from sealdump.restore.plan import plan_restore
+from sealdump.restore.rows import RowReport
 from sealdump.restore.swap import LOCK_WAIT_SECONDS
 from sealdump.storage.filesystem import FilesystemStore
 
@@ -30,7 +29,7 @@ from sealdump.storage.filesystem import FilesystemStore
 def selection(function: Any) -> Any:
     """BACKUP, --server/--job to find it, and what to take from it (restore and export)."""
     options: list[Callable[[Any], Any]] = [
-        click.argument("backup_id", metavar="BACKUP"),
+        click.argument("backup_id", metavar="BACKUP", shell_complete=complete_backup),
         scoped,
         click.option("--database", "databases", multiple=True, help="This database (repeatable)."),
         click.option(
@@ -61,7 +60,11 @@ def selection(function: Any) -> Any:
 
 @click.command()
 @selection
-@click.option("--target", help="Restore onto this configured server (default: the backup's).")
+@click.option(
+    "--target",
+    help="Restore onto this configured server (default: the backup's).",
+    shell_complete=complete_server,
+)
 @click.option("--where", help="Only the rows of the one --table matching this SQL condition.")
 @click.option(
     "--pk", multiple=True, help="Only the row with this key (repeat in key order, or JSON)."
@@ -72,6 +75,18 @@ def selection(function: Any) -> Any:
     help="Tables: create (default) refuses non-empty tables, replace overwrites them. "
     "Rows: append inserts missing rows, replace also overwrites differing ones; "
     "by default a row restore refuses to change an existing row.",
+)
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="Tables as they were at this time (ISO 8601 with its zone: 2026-12-02T14:03:06Z): "
+    "the newest dump before it, plus the captured binlog replayed up to it.",
+)
+@click.option(
+    "--at-position",
+    metavar="FILE:POS",
+    help="Tables as they were at this binlog position (a transaction boundary).",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 @click.option(
@@ -105,6 +120,8 @@ def restore(
     where: str | None,
     pk: tuple[str, ...],
     mode: str | None,
+    at_text: str | None,
+    at_position: str | None,
     dry_run: bool,
     keep_definers: bool,
     allow_unsigned: bool,
@@ -112,58 +129,43 @@ def restore(
     lock_wait: int,
 ) -> None:
     """Restore a whole backup, databases, tables or rows; nothing changes unless all of it works."""
-    config = state.config()
-    item = locate(config, backup_id, server, job)
-    reader = reader_for(config, item, allow_unsigned=allow_unsigned)
-    rows_only = where is not None or bool(pk)
-    if rows_only and (len(tables) != 1 or databases):
-        raise UsageError("--where and --pk restore rows of exactly one --table")
-    if mode == "append" and not rows_only:
-        raise UsageError("--mode append is for row restores (--where or --pk)")
-    plan = plan_restore(
-        reader.manifest(), databases, tables, into_database, None if rows_only else into_table
+    request = RestoreRequest(
+        backup_id=backup_id,
+        server=server,
+        job=job,
+        databases=databases,
+        tables=tables,
+        into_database=into_database,
+        into_table=into_table,
+        target=target,
+        where=where,
+        pk=pk,
+        mode=mode,
+        dry_run=dry_run,
+        keep_definers=keep_definers,
+        allow_unsigned=allow_unsigned,
+        parallel=parallel,
+        lock_wait=lock_wait,
+        at=None if at_text is None else parse_time(at_text),
+        at_position=at_position,
     )
-    target_name = target or item.ref.server
-    destination = config.servers.get(target_name)
-    if destination is None:
-        known = ", ".join(sorted(config.servers)) or "none"
-        raise UsageError(f"unknown target server {target_name!r} (known servers: {known})")
-    if rows_only:
-        _restore_rows(
-            state,
-            config,
-            item,
-            reader,
-            plan.tables[0],
-            destination,
-            where,
-            pk,
-            mode,
-            into_table,
-            dry_run,
-            lock_wait,
-        )
+    # A bar for loading tables; a dry run loads nothing and a row restore fetches few chunks.
+    watched = not dry_run and not request.rows_only
+    with progress_display(state, f"restore {backup_id}", enabled=watched) as progress:
+        outcome = restore_action(state.config(), request, RunContext(progress=progress))
+    destination, report = outcome.destination, outcome.report
+    if isinstance(report, RowReport):
+        _show_rows(state, destination.name, report)
         return
-    table_mode: Mode = "replace" if mode == "replace" else "create"
-    what = ", ".join(
-        d.target if d.whole else ", ".join(t.target for t in d.tables) for d in plan.databases
-    )
-    target_text = f"{destination.name}:{what}"
-    with _recorded(config, item, "restore", target_text, table_mode, dry_run) as run:
-        report = run_restore(
-            reader,
-            plan,
-            destination,
-            mode=table_mode,
-            dry_run=dry_run,
-            keep_definers=keep_definers,
-            workers=parallel,
-            lock_wait_seconds=lock_wait,
-        )
-        if run is not None:
-            run.rows, run.bytes = report.rows, report.stored_bytes
     if state.as_json:
-        emit_json({"backup_id": item.ref.backup_id, "target": destination.name, **vars(report)})
+        emit_json(
+            {
+                "backup_id": outcome.located.ref.backup_id,
+                "target": destination.name,
+                **vars(report),
+                **({"point_in_time": outcome.point_in_time} if outcome.point_in_time else {}),
+            }
+        )
         return
     verb = "would restore" if dry_run else "restored"
     rows = [
@@ -171,6 +173,8 @@ def restore(
         for t in report.tables
     ]
     _leftovers(report.leftovers_removed)
+    if outcome.point_in_time:
+        _show_point_in_time(outcome.point_in_time, dry_run)
     click.echo(render_table(["FROM", "TO", "ROWS", "CHUNKS", "ACTION"], rows))
     for label in report.objects:
         click.echo(f"  + {printable(label)}")
@@ -180,20 +184,16 @@ def restore(
     )
 
 
-def _recorded(
-    config: Config, item: Located, kind: str, target: str, mode: str, dry_run: bool
-) -> AbstractContextManager[RecordedRun | None]:
-    """A restore recorded in history, as a run of the backup's job; a dry run is not."""
-    if dry_run:
-        return nullcontext()
-    return recorded_run(
-        config.history_url,
-        kind=kind,
-        server=item.ref.server,
-        job=item.ref.job,
-        target=target,
-        mode=mode,
-        backup_id=item.ref.backup_id,
+def _show_point_in_time(point: dict[str, Any], dry_run: bool) -> None:
+    verb = "would replay" if dry_run else "replayed"
+    click.echo(
+        printable(
+            f"as of {point['target']}: dump {point['backup_id']} ({point['job']}) at "
+            f"{point['from']}, then {verb} {point['transactions']} of "
+            f"{point['transactions_scanned']} transactions ({point['row_changes']} row changes) "
+            f"up to {point['to']} (last commit {point['last_commit'] or 'none'}) from "
+            f"{point['segments']} binlog segments ({human_bytes(point['segment_bytes'])})"
+        )
     )
 
 
@@ -202,47 +202,15 @@ def _leftovers(removed: list[str]) -> None:
         click.echo(f"removed what dead restores left: {', '.join(removed)}", err=True)
 
 
-def _restore_rows(
-    state: State,
-    config: Config,
-    item: Located,
-    reader: BackupReader,
-    table: TablePlan,
-    destination: Server,
-    where: str | None,
-    pk: tuple[str, ...],
-    mode: str | None,
-    into_table: str | None,
-    dry_run: bool,
-    lock_wait: int,
-) -> None:
-    row_mode: RowMode = (
-        "append" if mode == "append" else "replace" if mode == "replace" else "refuse"
-    )
-    name = f"{table.target_database}.{into_table}" if into_table else table.target
-    target = f"{destination.name}:{name}"
-    with _recorded(config, item, "restore-rows", target, row_mode, dry_run) as run:
-        report = restore_rows(
-            reader,
-            table,
-            destination,
-            where=where,
-            pk=pk,
-            mode=row_mode,
-            into_table=into_table,
-            dry_run=dry_run,
-            lock_wait_seconds=lock_wait,
-        )
-        if run is not None:
-            run.rows = report.inserted + report.replaced
+def _show_rows(state: State, destination: str, report: RowReport) -> None:
     if state.as_json:
         emit_json(vars(report))
         return
-    verb = "would" if dry_run else "did"
+    verb = "would" if report.dry_run else "did"
     _leftovers(report.leftovers_removed)
     click.echo(
         printable(
-            f"{report.table} -> {report.target} on {destination.name}: fetched "
+            f"{report.table} -> {report.target} on {destination}: fetched "
             f"{report.chunks_fetched} of {report.chunks_in_table} chunks; {report.found} "
             f"matching rows in the backup; {verb} insert {report.inserted}, replace "
             f"{report.replaced}, skip {report.skipped}"
@@ -277,14 +245,17 @@ def export(
     item = locate(config, backup_id, server, job)
     reader = reader_for(config, item, allow_unsigned=allow_unsigned)
     plan = plan_restore(reader.manifest(), databases, tables, into_database, into_table)
-    script = export_sql(reader, plan, keep_definers)
-    if output is None:
-        for piece in script:
-            sys.stdout.buffer.write(piece)
-        sys.stdout.buffer.flush()
-        return
-    # Atomic: a failed export (an integrity error half-way) leaves no truncated file. The
-    # temporary file is 0600 from its creation, so even a killed export leaves no plaintext
-    # readable by others.
-    directory = output.resolve().parent
-    FilesystemStore(directory).write(output.name, script, mode=0o600)
+    # No bar over SQL written to that same terminal.
+    watched = output is not None or not sys.stdout.isatty()
+    with progress_display(state, f"export {item.ref.backup_id}", enabled=watched) as progress:
+        script = export_sql(reader, plan, keep_definers, progress)
+        if output is None:
+            for piece in script:
+                sys.stdout.buffer.write(piece)
+            sys.stdout.buffer.flush()
+            return
+        # Atomic: a failed export (an integrity error half-way) leaves no truncated file. The
+        # temporary file is 0600 from its creation, so even a killed export leaves no
+        # plaintext readable by others.
+        directory = output.resolve().parent
+        FilesystemStore(directory).write(output.name, script, mode=0o600)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from sealdump.config.cron import Cron
 from sealdump.config.secrets import Secret, SecretFile
-from sealdump.scheduling.schedule import Cron
 
 TlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify"]
 # The history database's TLS: as a source's, plus plaintext (no TLS at all); both
@@ -22,6 +22,12 @@ HistoryTlsMode = Literal["verify-identity", "verify-ca", "insecure-skip-verify",
 # Default per-request deadlines, in seconds, retries and back-off included.
 STORAGE_TIMEOUT = 120.0
 KEY_VAULT_TIMEOUT = 60.0
+# The token scope of Azure Database for MySQL (and PostgreSQL) in Azure's public cloud.
+ENTRA_MYSQL_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+ServerAuth = Literal["password", "entra"]
+# Whether a dump may hold FLUSH TABLES WITH READ LOCK while its snapshots open: auto (MySQL
+# does, MariaDB needs not), always (MySQL's way on MariaDB too), never (no global lock).
+SnapshotLock = Literal["auto", "always", "never"]
 
 
 @dataclass(frozen=True)
@@ -126,12 +132,44 @@ class Job:
     exclude_tables: tuple[str, ...] = ()
     retention: Retention = field(default_factory=Retention)
     connections: int = 2
+    snapshot_lock: SnapshotLock = "auto"
     # Overall deadline of one run: past it the run is stopped, cleaned up, recorded as failed
     # and retried as a transient failure. None: no deadline.
     timeout: timedelta | None = None
     drill: str | None = None  # cron text, validated; the daemon schedules it
     drill_target: str | None = None
     webhooks: dict[str, str] = field(default_factory=dict)  # start / success / failure
+
+
+@dataclass(frozen=True)
+class EntraLogin:
+    """How sealdump gets a Microsoft Entra ID token to log in to a server (``auth: entra``).
+
+    The credential keys mean what they mean for a Key Vault key (sealdump.azure_identity).
+    """
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_file: SecretFile | None = None
+    authority_host: str | None = None
+    ca_file: Path | None = None
+    scope: str = ENTRA_MYSQL_SCOPE
+
+
+@dataclass(frozen=True)
+class BinlogCapture:
+    """A server's binary-log capture for point-in-time recovery (its file's ``binlog:``).
+
+    ``server_id`` is the replication id capture presents to the server: unique among its
+    replicas, or the server ends one of the two streams.
+    """
+
+    storage: str
+    key: str
+    server_id: int
+    enabled: bool = True
+    segment_bytes: int = 16 * 1024 * 1024
+    segment_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -148,6 +186,9 @@ class Server:
     tls: Tls = field(default_factory=Tls)
     allow_plaintext: bool = False
     jobs: dict[str, Job] = field(default_factory=dict)
+    auth: ServerAuth = "password"
+    entra: EntraLogin | None = None  # set when auth is "entra"
+    binlog: BinlogCapture | None = None  # set when the file has a binlog section
 
 
 class HistoryUrl(str):

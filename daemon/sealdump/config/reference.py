@@ -20,6 +20,7 @@ _SECTIONS = [
     ("keys.NAME (type: azure-key-vault)", "azure_key_vault_key"),
     ("servers.d/SERVER.yaml", "server"),
     ("tls (in a server file)", "tls"),
+    ("entra (in a server file)", "entra"),
     ("jobs.NAME (in a server file)", "job"),
     ("retention", "retention"),
 ]

@@ -7,13 +7,36 @@ out, so every place a secret leaves the process is easy to find.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from sealdump.errors import ConfigError
 
 REDACTED = "<redacted>"
+
+# scheme://user:password@: the password runs to the last '@' (it may hold '@', '/' or '?'),
+# so an unusual password is hidden whole rather than split into user, host and query.
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*):.*@")
+# Query parameters whose value may be a credential (ssl_ca and the like stay visible).
+_SECRET_PARAMETER = re.compile(
+    r"([?&][^=&]*(?:pass|pwd|secret|token|sig|auth|credential|apikey|api_key)[^=&]*=)[^&]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: str) -> str:
+    """A database URL with its password replaced, for display, errors and logs."""
+    try:
+        make_url(url)
+    except ArgumentError:
+        return REDACTED
+    shown = _PASSWORD.sub(r"\1:***@", url)
+    return _SECRET_PARAMETER.sub(r"\1***", shown)
 
 
 class Secret:

@@ -7,38 +7,15 @@ secrets shown only as where they come from, never as values.
 from __future__ import annotations
 
 import dataclasses
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
+from sealdump.config.cron import Cron
 from sealdump.config.model import Config, Job
-from sealdump.config.secrets import REDACTED, Secret, SecretFile
-from sealdump.scheduling.schedule import Cron
-
-# scheme://user:password@: the password runs to the last '@' (it may hold '@', '/' or '?'),
-# so an unusual password is hidden whole rather than split into user, host and query.
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/:@]*):.*@")
-# Query parameters whose value may be a credential (ssl_ca and the like stay visible).
-_SECRET_PARAMETER = re.compile(
-    r"([?&][^=&]*(?:pass|pwd|secret|token|sig|auth|credential|apikey|api_key)[^=&]*=)[^&]*",
-    re.IGNORECASE,
-)
-
-
-def redact_url(url: str) -> str:
-    """A database URL with its password replaced, for display, errors and logs."""
-    try:
-        make_url(url)
-    except ArgumentError:
-        return REDACTED
-    shown = _PASSWORD.sub(r"\1:***@", url)
-    return _SECRET_PARAMETER.sub(r"\1***", shown)
+from sealdump.config.secrets import REDACTED, Secret, SecretFile, redact_url
 
 
 def redact_webhook(url: str) -> str:

@@ -26,16 +26,16 @@ from ruamel.yaml import YAML
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from sealdump.config.build import build, parse_duration, resolve_path
-from sealdump.config.loader import Document, KeyPath, load_document
-from sealdump.config.model import Config
-from sealdump.errors import ConfigError
-from sealdump.scheduling.schedule import (
+from sealdump.config.build import binlog_default, build, parse_duration, resolve_path
+from sealdump.config.cron import (
     ScheduleError,
     parse_cron,
     parse_every,
     parse_timezone,
 )
+from sealdump.config.loader import Document, KeyPath, load_document
+from sealdump.config.model import Config
+from sealdump.errors import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/sealdump/sealdump.yaml")
 # Keys whose values are never echoed in an error, whatever their type.
@@ -339,6 +339,95 @@ def _url_problems(doc: Document, section: str, key: str) -> list[str]:
     return problems
 
 
+def _entra_checks(doc: Document) -> list[str]:
+    """``auth: entra``: no password, a token sent only over verified TLS, a whole principal."""
+    data = doc.data
+    entra = data.get("entra")
+    if data.get("auth") != "entra":
+        if entra is not None:
+            return [doc.problem(("entra",), "entra settings are used only with auth: entra")]
+        return []
+    problems = [
+        doc.problem(
+            (key,),
+            f"auth: entra logs in with a Microsoft Entra ID token instead of a password: "
+            f"remove {key}",
+        )
+        for key in ("password", "password_file")
+        if key in data
+    ]
+    if data.get("allow_plaintext") is True:
+        problems.append(
+            doc.problem(
+                ("allow_plaintext",),
+                "auth: entra sends its token as a clear-text password, only over verified "
+                "TLS: remove allow_plaintext",
+            )
+        )
+    tls_mode = _mapping(data.get("tls")).get("mode")
+    if tls_mode == "insecure-skip-verify":
+        problems.append(
+            doc.problem(
+                ("tls", "mode"),
+                "auth: entra sends its token as a clear-text password, only to a verified "
+                "server: use verify-identity or verify-ca, not insecure-skip-verify",
+            )
+        )
+    settings = _mapping(entra)
+    authority = settings.get("authority_host")
+    reason = _url_problem(authority) if isinstance(authority, str) else None
+    if reason is not None:
+        problems.append(doc.problem(("entra", "authority_host"), reason))
+    if "client_secret_file" in settings:
+        missing = [key for key in ("tenant_id", "client_id") if key not in settings]
+        if missing:
+            problems.append(
+                doc.problem(
+                    ("entra", "client_secret_file"),
+                    f"a service principal needs tenant_id and client_id too (missing: "
+                    f"{', '.join(missing)})",
+                )
+            )
+    return problems
+
+
+def _binlog_checks(
+    doc: Document, storages: dict[str, Any], keys: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """``binlog:``: a storage and key it names exist; without them, the jobs' must agree."""
+    binlog = doc.data.get("binlog")
+    if not isinstance(binlog, dict):
+        return []
+    jobs = _mapping(doc.data.get("jobs"))
+    problems: list[str] = []
+    for section, table in (("storage", storages), ("key", keys)):
+        kind = "storages" if section == "storage" else "keys"
+        name = binlog.get(section)
+        if isinstance(name, str):
+            if name not in table:
+                problems.append(
+                    doc.problem(
+                        ("binlog", section), f"unknown {section} {name!r} {_known(kind, table)}"
+                    )
+                )
+            continue
+        if section in binlog:
+            continue  # the schema reported its type
+        if binlog_default(section, jobs, defaults) is None:
+            used = sorted(
+                {str(_mapping(job).get(section, defaults.get(section))) for job in jobs.values()}
+            )
+            why = (
+                f"this server's jobs use different {kind} ({', '.join(used)})"
+                if len(used) > 1
+                else f"there are no jobs and no defaults.{section}"
+            )
+            problems.append(
+                doc.problem(("binlog",), f"binlog needs a {section}: {why}; set binlog.{section}")
+            )
+    return problems
+
+
 def _server_checks(
     doc: Document, storages: dict[str, Any], keys: dict[str, Any], defaults: dict[str, Any]
 ) -> list[str]:
@@ -363,6 +452,8 @@ def _server_checks(
             )
         if "password_file" in data:
             problems.append(doc.problem(("password",), "give password or password_file, not both"))
+    problems += _entra_checks(doc)
+    problems += _binlog_checks(doc, storages, keys, defaults)
     for job_name, job_data in _mapping(data.get("jobs")).items():
         job = _mapping(job_data)
         at: KeyPath = ("jobs", job_name)

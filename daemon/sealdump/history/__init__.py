@@ -2,7 +2,6 @@
 
 from sealdump.history.damage import Recovery, recoveries
 from sealdump.history.models import Run, RunStatus
-from sealdump.history.recorded import RecordedRun, recorded_run
 from sealdump.history.store import History
 
-__all__ = ["History", "RecordedRun", "Recovery", "Run", "RunStatus", "recorded_run", "recoveries"]
+__all__ = ["History", "Recovery", "Run", "RunStatus", "recoveries"]

@@ -22,16 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event, select, text, update
 from sqlalchemy.engine import URL, CursorResult, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from sealdump.config.model import HistoryTlsMode
-from sealdump.config.secrets import REDACTED, SecretFile
-from sealdump.config.show import redact_url
+from sealdump.config.secrets import REDACTED, SecretFile, redact_url
 from sealdump.errors import ConfigError, HistoryError
 from sealdump.history.damage import (
     Recovery,
@@ -67,6 +64,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def new_run(
+    server: str,
+    job: str,
+    trigger: str,
+    kind: str = "backup",
+    scheduled_for: datetime | None = None,
+    *,
+    target: str | None = None,
+    mode: str | None = None,
+    backup_id: str | None = None,
+) -> Run:
+    """A ``running`` row for a run of this process, not yet written."""
+    now = _now()
+    return Run(
+        server=server,
+        job=job,
+        kind=kind,
+        trigger=trigger,
+        status=RunStatus.RUNNING.value,
+        started_at=now,
+        scheduled_for=scheduled_for,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        process_start=process_start(os.getpid()) or None,
+        heartbeat_at=now,
+        target=target,
+        mode=mode,
+        backup_id=backup_id,
+    )
 
 
 class History:
@@ -176,6 +204,11 @@ class History:
         return True
 
     def _migrate(self) -> None:
+        # Imported here: Alembic is a good part of a CLI call's start-up time (shell
+        # completion included) and is needed only when a database is opened.
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         alembic_config = AlembicConfig()
         alembic_config.set_main_option("script_location", "sealdump.history:migrations")
         for attempt in range(4):
@@ -278,19 +311,12 @@ class History:
         backup_id: str | None = None,
     ) -> Run:
         """Record that a run of this process began; returns its row (detached)."""
-        now = _now()
-        run = Run(
-            server=server,
-            job=job,
-            kind=kind,
-            trigger=trigger,
-            status=RunStatus.RUNNING.value,
-            started_at=now,
-            scheduled_for=scheduled_for,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            process_start=process_start(os.getpid()) or None,
-            heartbeat_at=now,
+        run = new_run(
+            server,
+            job,
+            trigger,
+            kind,
+            scheduled_for,
             target=target,
             mode=mode,
             backup_id=backup_id,
@@ -302,6 +328,31 @@ class History:
             return run
 
         return self._call(insert, "write")
+
+    def adopt_run(
+        self,
+        run_id: int,
+        *,
+        target: str | None = None,
+        mode: str | None = None,
+        backup_id: str | None = None,
+    ) -> Run | None:
+        """Take over the ``running`` row this process opened when it claimed a run (see
+        ``claim``), with the details known now; None if it is not there any more."""
+        host, pid = socket.gethostname(), os.getpid()
+
+        def write(session: Session) -> Run | None:
+            row = session.get(Run, run_id)
+            if row is None or row.status != RunStatus.RUNNING.value:
+                return None
+            if (row.hostname, row.pid) != (host, pid):
+                return None
+            row.target, row.mode, row.backup_id = target, mode, backup_id
+            row.heartbeat_at = _now()
+            session.flush()
+            return row
+
+        return self._call(write, "write")
 
     def close_run(self, run: Run) -> None:
         """Write how ``run`` (from ``open_run``, its fields set by the caller) ended.
@@ -424,8 +475,13 @@ class History:
             log.warning("could not close dead runs in history", error=str(exc))
         return closed
 
-    def claim(self, job_key: str, fire_time: datetime) -> bool:
-        """Claim one scheduled run; False if another daemon already has it."""
+    def claim(self, job_key: str, fire_time: datetime, run: Run | None = None) -> bool:
+        """Claim one scheduled run; False if another daemon already has it.
+
+        With ``run`` (from ``new_run``), its row is inserted in the same transaction: a
+        claimed run is in history from that instant, and if this process dies before the
+        run starts, the row is closed as ``interrupted`` like any run of a dead process.
+        """
         claim = Claim(
             job_key=job_key,
             fire_time=fire_time,
@@ -435,6 +491,9 @@ class History:
 
         def insert(session: Session) -> None:
             session.add(claim)
+            if run is not None:
+                session.add(run)
+            session.flush()
 
         try:
             self._call(insert, "claim a run in")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sealdump.config.model import AzureKeyVaultKey, KeyConfig, LocalKey
+from sealdump.config.model import AzureKeyVaultKey, Config, KeyConfig, LocalKey
 from sealdump.keys.base import KeyProvider, Wrapping
 
 
@@ -19,4 +19,9 @@ def provider_for(config: KeyConfig) -> KeyProvider:
     raise TypeError(f"unknown key type {type(config).__name__}")
 
 
-__all__ = ["KeyProvider", "Wrapping", "provider_for"]
+def providers(config: Config) -> list[KeyProvider]:
+    """A provider for every configured key (they are tried in order when unwrapping)."""
+    return [provider_for(key) for key in config.keys.values()]
+
+
+__all__ = ["KeyProvider", "Wrapping", "provider_for", "providers"]

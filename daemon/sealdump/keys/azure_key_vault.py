@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from sealdump.azure_errors import timed_out
+from sealdump.azure_identity import make_credential as make_identity_credential
 from sealdump.config.model import AzureKeyVaultKey
 from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError
 from sealdump.keys.base import DEK_HS256, PS256, RS256, Signature, Wrapping, mac
@@ -66,11 +67,6 @@ _BACKOFF_FACTOR = 0.4
 _SOCKET_SHARE = 6  # each socket timeout is a sixth of the deadline...
 _SOCKET_MAX = 30.0  # ...and at most 30 s: Key Vault answers small requests quickly
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_PUBLIC_AUTHORITIES = {
-    "https://login.microsoftonline.com",
-    "https://login.microsoftonline.us",
-    "https://login.chinacloudapi.cn",
-}
 _PERMISSION = {"wrap": "wrapKey", "unwrap": "unwrapKey", "get": "get", "sign": "sign"}
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
@@ -158,31 +154,18 @@ def parse_key_url(url: str) -> tuple[str, str, str | None]:
 
 
 def make_credential(config: AzureKeyVaultKey) -> TokenCredential:
-    """A service principal when one is configured, else DefaultAzureCredential."""
-    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+    """A service principal when one is configured, else DefaultAzureCredential.
 
-    options: dict[str, Any] = VaultDeadline(config.timeout).transport_options()
-    if config.client_secret_file is not None:
-        if not (config.tenant_id and config.client_id):
-            raise KeyProviderError(
-                f"key {config.name!r}: client_secret_file needs tenant_id and client_id"
-            )
-        log.info("key vault authentication", key=config.name, method="service principal")
-        secret = config.client_secret_file.read()
-        if config.authority_host:
-            # Sovereign clouds, or a local stand-in: Microsoft's instance discovery does not
-            # know other hosts.
-            options["authority"] = config.authority_host
-            options["disable_instance_discovery"] = config.authority_host not in _PUBLIC_AUTHORITIES
-        if config.ca_file is not None:
-            options["connection_verify"] = str(config.ca_file)
-        return ClientSecretCredential(
-            config.tenant_id, config.client_id, secret.reveal(), **options
-        )
-    log.info(
-        "key vault authentication", key=config.name, method="default credential (managed identity)"
+    Built by ``sealdump.azure_identity``, which database logins with Entra ID share.
+    """
+    return make_identity_credential(
+        config,
+        subject=f"key {config.name!r}",
+        error=KeyProviderError,
+        transport=VaultDeadline(config.timeout).transport_options(),
+        event="key vault authentication",
+        key=config.name,
     )
-    return DefaultAzureCredential(managed_identity_client_id=config.client_id, **options)
 
 
 class AzureKeyVaultProvider:

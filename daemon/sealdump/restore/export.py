@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from sealdump.archive.backup import BackupReader
+from sealdump.progress import NO_PROGRESS, Progress
 from sealdump.restore import ddl
 from sealdump.restore.literals import checked_batches
 from sealdump.restore.plan import RestorePlan
@@ -38,33 +39,44 @@ def _one_line(batch: bytes) -> bytes:
 
 
 def export_sql(
-    reader: BackupReader, plan: RestorePlan, keep_definers: bool = False
+    reader: BackupReader,
+    plan: RestorePlan,
+    keep_definers: bool = False,
+    progress: Progress | None = None,
 ) -> Iterator[bytes]:
-    """Stream the SQL script for ``plan``."""
+    """Stream the SQL script for ``plan``.
+
+    ``progress`` hears of the stored bytes of each chunk written out and of each table.
+    """
+    progress = progress or NO_PROGRESS
     manifest = reader.manifest()
+    chunks = [chunk for table in plan.tables for chunk in table.entry.chunks]
+    progress.begin(len(plan.tables), sum(chunk.stored_bytes for chunk in chunks))
     yield _PROLOGUE.format(
         backup=reader.ref.backup_id,
-        server=manifest["server"],
-        job=manifest["job"],
-        taken=manifest["started_at"],
+        server=manifest.server,
+        job=manifest.job,
+        taken=manifest.started_at.isoformat(),
     ).encode()
     for database in plan.databases:
-        schema = reader.read_json(database.entry["schema"])
+        schema = reader.read_json(database.entry.schema)
         create_database = ddl.rename_database(schema["create"], database.target)
         yield f"\n{create_database};\nUSE {quote_ident(database.target)};\n".encode()
         for table in database.tables:
             create = ddl.rename_table(schema["tables"][table.name], table.target_name)
             yield f"\n{create};\n".encode()
-            columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
+            columns = ", ".join(quote_ident(c) for c in table.entry.columns)
             prefix = f"INSERT INTO {quote_ident(table.target_name)} ({columns}) VALUES ".encode()
-            width = len(table.entry["columns"])
-            for chunk in table.entry["chunks"]:
+            width = len(table.entry.columns)
+            for chunk in table.entry.chunks:
                 # Each batch is checked to be literals only before it is written.
                 batches = checked_batches(
-                    reader.open(chunk), width, table=table.source, object_name=chunk["object"]
+                    reader.open(chunk), width, table=table.source, object_name=chunk.object_id
                 )
                 for batch in batches:
                     yield prefix + _one_line(batch) + b";\n"
+                progress.advance(chunk.stored_bytes)
+            progress.table_done(table.source)
         objects: list[str] = []
         names = {t.name for t in database.tables}
         objects += [t["create"] for t in schema.get("triggers", []) if t["table"] in names]

@@ -36,6 +36,7 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
+from sealdump.archive.framing import FramingError, unframe_strict
 from sealdump.errors import IntegrityError
 
 # One value; every alternative starts with its own byte, every repetition is possessive.
@@ -48,7 +49,6 @@ _VALUE = (
 )
 _ONE_VALUE = re.compile(_VALUE)
 _MAX_CACHED = 64
-_LENGTH = re.compile(rb"(?:0|[1-9][0-9]{0,11})\n")  # a batch's LENGTH line
 
 
 @lru_cache(maxsize=_MAX_CACHED)
@@ -105,43 +105,10 @@ def checked_batches(
         ) from None
 
 
-class FramingError(ValueError):
-    """A chunk's plaintext is not a sequence of ``LENGTH "\\n" VALUES "\\n"`` batches."""
-
-
-def unframe_strict(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The batches of a chunk's plaintext: LENGTH in plain decimal, both newlines checked."""
-    buffer = bytearray()
-    start = 0  # where the next batch's LENGTH line begins in buffer
-    for piece in stream:
-        buffer += piece
-        while True:
-            newline = buffer.find(b"\n", start, start + 14)
-            if newline < 0:
-                if len(buffer) - start >= 14:
-                    raise FramingError("a LENGTH line is not a decimal number")
-                break
-            if _LENGTH.fullmatch(buffer, start, newline + 1) is None:
-                raise FramingError("a LENGTH line is not a decimal number")
-            body = newline + 1
-            end = body + int(buffer[start:newline])
-            if len(buffer) <= end:
-                break
-            if buffer[end] != 0x0A:
-                raise FramingError("a batch is not followed by a newline")
-            yield bytes(buffer[body:end])
-            start = end + 1
-        if start:
-            del buffer[:start]
-            start = 0
-    if buffer:
-        raise FramingError("the chunk ends inside a batch")
-
-
 def check_key(values: object, width: int, *, table: str, object_name: str, side: str) -> None:
     """A chunk's ``first``/``last`` key: ``width`` literals; IntegrityError otherwise."""
     if (
-        not isinstance(values, list)
+        not isinstance(values, list | tuple)
         or len(values) != width
         or not all(isinstance(v, str) and is_literal(v) for v in values)
     ):

@@ -12,6 +12,7 @@ are dropped unless asked to keep them, so an account without SUPER (Azure) can r
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 import pymysql
 
 from sealdump.archive.backup import BackupReader
+from sealdump.archive.manifest import Chunk
 from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
+from sealdump.progress import NO_PROGRESS, Progress
 from sealdump.restore import ddl
 from sealdump.restore.literals import checked_batches
 from sealdump.restore.objects import Mode, check_objects, create_objects
@@ -77,8 +80,17 @@ def restore(
     keep_definers: bool = False,
     workers: int = 4,
     lock_wait_seconds: int = LOCK_WAIT_SECONDS,
+    progress: Progress | None = None,
+    staged: Callable[[Any, dict[str, str]], None] | None = None,
 ) -> RestoreReport:
-    """Restore ``plan`` from ``reader`` onto ``target``."""
+    """Restore ``plan`` from ``reader`` onto ``target``.
+
+    ``progress`` hears of the chunks loaded into staging (their stored bytes) and of each
+    table once all its chunks are in. ``staged`` is called with the run's cursor and the
+    staging schema of each target database once every table is loaded and counted and the
+    staging triggers are gone, before anything is put in place: a point-in-time restore
+    replays the binary log there (``restore.pitr``); an exception from it changes nothing.
+    """
     connection = connect(target)
     run = RunSchemas(new_token())
     swapping = False
@@ -106,7 +118,7 @@ def restore(
                     cursor.execute(f"USE {quote_ident(run.staging(index))}")
                     cursor.execute(create)
             staging = {d.target: run.staging(i) for i, d in enumerate(plan.databases)}
-            _load_all(reader, plan, target, staging, workers)
+            _load_all(reader, plan, target, staging, workers, progress or NO_PROGRESS)
             _check_counts(cursor, plan, staging)
             # Rehearse views, routines, triggers and events in staging: a missing privilege
             # shows up here, before anything on the target has changed.
@@ -121,6 +133,8 @@ def restore(
                 )
                 for (trigger,) in cursor.fetchall():
                     cursor.execute(f"DROP TRIGGER {qualified(into, trigger)}")
+            if staged is not None:
+                staged(cursor, staging)
             for database, schema in zip(plan.databases, schemas, strict=True):
                 cursor.execute(ddl.rename_database(schema["create"], database.target))
             swapping = True
@@ -137,7 +151,7 @@ def restore(
                     "table restored",
                     source=table.source,
                     target=table.target,
-                    rows=table.entry["rows"],
+                    rows=table.entry.rows,
                 )
             for database, schema in zip(plan.databases, schemas, strict=True):
                 create_objects(
@@ -186,7 +200,7 @@ def _finish(
 
 
 def _schema(reader: BackupReader, database: DatabasePlan) -> dict[str, Any]:
-    schema: dict[str, Any] = reader.read_json(database.entry["schema"])
+    schema: dict[str, Any] = reader.read_json(database.entry.schema)
     return schema
 
 
@@ -228,12 +242,12 @@ def _report(
             {
                 "source": table.source,
                 "target": table.target,
-                "rows": table.entry["rows"],
-                "chunks": len(table.entry["chunks"]),
+                "rows": table.entry.rows,
+                "chunks": len(table.entry.chunks),
                 "action": action if mode == "replace" or action == "create" else "refuse",
             }
         )
-        report.rows += table.entry["rows"]
+        report.rows += table.entry.rows
     return report
 
 
@@ -246,20 +260,38 @@ def _table_ddl(create: str, table: TablePlan) -> str:
 
 
 def _load_all(
-    reader: BackupReader, plan: RestorePlan, target: Server, staging: dict[str, str], workers: int
+    reader: BackupReader,
+    plan: RestorePlan,
+    target: Server,
+    staging: dict[str, str],
+    workers: int,
+    progress: Progress,
 ) -> None:
     """Load every chunk into staging, in parallel, one transaction per chunk.
 
     Every batch is checked to be literals only (``restore.literals``) before it is sent:
     a refused batch fails the restore with an IntegrityError while only staging holds data.
     """
-    work = [(table, chunk) for table in plan.tables for chunk in table.entry["chunks"]]
+    work = [(table, chunk) for table in plan.tables for chunk in table.entry.chunks]
+    progress.begin(len(plan.tables), sum(chunk.stored_bytes for _t, chunk in work))
+    chunks_left = {table.target: len(table.entry.chunks) for table in plan.tables}
+    for table in plan.tables:
+        if not chunks_left[table.target]:
+            progress.table_done(table.target)
     if not work:
         return
     local = threading.local()
     connections: list[Any] = []
     lock = threading.Lock()
     stop = threading.Event()
+
+    def loaded(table: TablePlan, chunk: Chunk) -> None:
+        progress.advance(chunk.stored_bytes)
+        with lock:
+            chunks_left[table.target] -= 1
+            complete = not chunks_left[table.target]
+        if complete:
+            progress.table_done(table.target)
 
     def cursor() -> Any:
         if not hasattr(local, "cursor"):
@@ -270,24 +302,25 @@ def _load_all(
             local.cursor.execute(_LOAD_SESSION)
         return local.cursor
 
-    def load(table: TablePlan, chunk: dict[str, Any]) -> None:
+    def load(table: TablePlan, chunk: Chunk) -> None:
         if stop.is_set():
             return
         cur = cursor()
         into = qualified(staging[table.target_database], table.target_name)
-        columns = ", ".join(quote_ident(c) for c in table.entry["columns"])
+        columns = ", ".join(quote_ident(c) for c in table.entry.columns)
         prefix = f"INSERT INTO {into} ({columns}) VALUES ".encode()
         for attempt in range(1, _CHUNK_ATTEMPTS + 1):
             batches = checked_batches(
                 reader.open(chunk),
-                len(table.entry["columns"]),
+                len(table.entry.columns),
                 table=table.source,
-                object_name=chunk["object"],
+                object_name=chunk.object_id,
             )
             try:
                 for batch in batches:
                     cur.execute(prefix + batch)
                 cur.connection.commit()
+                loaded(table, chunk)
                 return
             except pymysql.err.OperationalError as exc:
                 # Chunks of one table load in parallel; InnoDB may pick one as a deadlock
@@ -320,8 +353,8 @@ def _check_counts(cursor: Any, plan: RestorePlan, staging: dict[str, str]) -> No
             f"SELECT COUNT(*) FROM {qualified(staging[table.target_database], table.target_name)}"
         )
         loaded = int(cursor.fetchone()[0])
-        if loaded != table.entry["rows"]:
-            expected = table.entry["rows"]
+        if loaded != table.entry.rows:
+            expected = table.entry.rows
             raise SourceError(
                 f"{table.source}: loaded {loaded} rows, the backup holds {expected}; "
                 "nothing was changed"

@@ -10,6 +10,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from sealdump.archive.manifest import Database, Manifest, TableEntry
 from sealdump.errors import UsageError
 
 
@@ -21,7 +22,7 @@ class TablePlan:
     name: str
     target_database: str
     target_name: str
-    entry: dict[str, Any]  # the table's manifest entry
+    entry: TableEntry  # the table's manifest entry
 
     @property
     def source(self) -> str:
@@ -40,7 +41,7 @@ class DatabasePlan:
 
     source: str
     target: str
-    entry: dict[str, Any]  # the database's manifest entry
+    entry: Database  # the database's manifest entry
     tables: list[TablePlan] = field(default_factory=list)
     whole: bool = False  # views, routines, triggers and events too
 
@@ -59,23 +60,23 @@ class RestorePlan:
     @property
     def chunks(self) -> int:
         """Objects of row data to fetch."""
-        return sum(len(t.entry["chunks"]) for t in self.tables)
+        return sum(len(t.entry.chunks) for t in self.tables)
 
     @property
     def stored_bytes(self) -> int:
         """Bytes of row data to fetch."""
-        return sum(c["stored_bytes"] for t in self.tables for c in t.entry["chunks"])
+        return sum(t.entry.stored_bytes for t in self.tables)
 
 
 def plan_restore(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     databases: tuple[str, ...] = (),
     tables: tuple[str, ...] = (),
     into_database: str | None = None,
     into_table: str | None = None,
 ) -> RestorePlan:
     """Resolve the request against the manifest; UsageError for anything that does not fit."""
-    by_name = {db["name"]: db for db in manifest["databases"]}
+    by_name = {db.name: db for db in manifest.databases}
     wanted_tables = [_split(t) for t in tables]
     for database in databases:
         if database not in by_name:
@@ -83,11 +84,10 @@ def plan_restore(
                 f"database {database!r} is not in this backup{_closest(database, by_name)}"
             )
     for database, table in wanted_tables:
-        names = {t["name"] for t in by_name.get(database, {}).get("tables", [])}
+        found = by_name.get(database)
+        names = {t.name for t in found.tables} if found is not None else set()
         if table not in names:
-            everything = [
-                f"{db}.{t['name']}" for db, entry in by_name.items() for t in entry["tables"]
-            ]
+            everything = [f"{db}.{t.name}" for db, entry in by_name.items() for t in entry.tables]
             closest = _closest(f"{database}.{table}", everything)
             raise UsageError(f"table {database}.{table} is not in this backup{closest}")
     if into_table is not None and (len(wanted_tables) != 1 or databases):
@@ -102,10 +102,10 @@ def plan_restore(
             continue
         target = into_database or name
         plan = DatabasePlan(name, target, entry, whole=name in whole)
-        for table in entry["tables"]:
-            if plan.whole or (name, table["name"]) in wanted_tables:
-                target_name = into_table or table["name"]
-                plan.tables.append(TablePlan(name, table["name"], target, target_name, table))
+        for listed in entry.tables:
+            if plan.whole or (name, listed.name) in wanted_tables:
+                target_name = into_table or listed.name
+                plan.tables.append(TablePlan(name, listed.name, target, target_name, listed))
         plans.append(plan)
     return RestorePlan(plans)
 

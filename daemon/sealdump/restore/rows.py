@@ -31,6 +31,7 @@ from typing import Any, Literal
 import pymysql
 
 from sealdump.archive.backup import BackupReader
+from sealdump.archive.manifest import Chunk, ObjectRecord
 from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
@@ -137,7 +138,7 @@ def restore_rows(
 ) -> RowReport:
     """Bring back the matching rows of one table; nothing changes unless all of it works."""
     entry = table.entry
-    key: list[str] = entry["key"]
+    key = entry.key
     if pk and not key:
         raise UsageError(
             f"{table.source} has no primary or unique key: use --where instead of --pk"
@@ -145,7 +146,7 @@ def restore_rows(
     if bool(pk) == bool(where):
         raise UsageError("give --where or --pk (not both)")
     report = RowReport(
-        table.source, table.target, chunks_in_table=len(entry["chunks"]), dry_run=dry_run
+        table.source, table.target, chunks_in_table=len(entry.chunks), dry_run=dry_run
     )
     schema = reader.read_json(_schema_record(reader, table))
     create = schema["tables"][table.name]
@@ -167,7 +168,7 @@ def restore_rows(
         cursor.execute("SET SESSION foreign_key_checks = 0")
         cursor.execute(ddl.drop_foreign_key_names(ddl.rename_table(create, table.name)))
         source = qualified(scratch, table.name)
-        columns: list[str] = entry["columns"]
+        columns = entry.columns
         if pk:
             values = parse_pk(pk, len(key))
             condition = " AND ".join(f"{quote_ident(k)} <=> %s" for k in key)
@@ -180,9 +181,9 @@ def restore_rows(
         report.chunks_fetched = len(chunks)
         prefix = f"INSERT INTO {source} ({', '.join(quote_ident(c) for c in columns)}) VALUES "
         for chunk in chunks:
-            report.objects.append(chunk["object"])
+            report.objects.append(chunk.object_id)
             batches = checked_batches(
-                reader.open(chunk), len(columns), table=table.source, object_name=chunk["object"]
+                reader.open(chunk), len(columns), table=table.source, object_name=chunk.object_id
             )
             for batch in batches:
                 cursor.execute(prefix.encode() + batch)
@@ -231,12 +232,11 @@ def restore_rows(
         connection.close()
 
 
-def _schema_record(reader: BackupReader, table: TablePlan) -> dict[str, Any]:
-    for database in reader.manifest()["databases"]:
-        if database["name"] == table.source_database:
-            record: dict[str, Any] = database["schema"]
-            return record
-    raise UsageError(f"database {table.source_database} is not in this backup")
+def _schema_record(reader: BackupReader, table: TablePlan) -> ObjectRecord:
+    database = reader.manifest().database(table.source_database)
+    if database is None:
+        raise UsageError(f"database {table.source_database} is not in this backup")
+    return database.schema
 
 
 def _count(cursor: Any, sql: str) -> int:
@@ -246,10 +246,10 @@ def _count(cursor: Any, sql: str) -> int:
 
 def _chunks_to_fetch(
     cursor: Any, scratch: str, table: TablePlan, condition: str, pk_values: list[Any] | None
-) -> list[dict[str, Any]]:
+) -> list[Chunk]:
     """The chunks whose key range can hold matching rows, compared by the server."""
-    chunks: list[dict[str, Any]] = table.entry["chunks"]
-    key: list[str] = table.entry["key"]
+    chunks = list(table.entry.chunks)
+    key = list(table.entry.key)
     if not key or not chunks:
         return chunks
     span = None
@@ -258,10 +258,8 @@ def _chunks_to_fetch(
         if span is None:
             return chunks
     for chunk in chunks:  # the keys go into SQL below: literals only
-        for end in ("first", "last"):
-            check_key(
-                chunk.get(end), len(key), table=table.source, object_name=chunk["object"], side=end
-            )
+        for end, literals in (("first", chunk.first), ("last", chunk.last)):
+            check_key(literals, len(key), table=table.source, object_name=chunk.object_id, side=end)
     bounds = qualified(scratch, "_bounds")
     keys = ", ".join(quote_ident(k) for k in key)
     # Same column definitions as the key, so comparisons use the key's own collation.
@@ -270,8 +268,8 @@ def _chunks_to_fetch(
     )
     cursor.execute(f"ALTER TABLE {bounds} ADD _idx INT NOT NULL, ADD _side TINYINT NOT NULL")
     for index, chunk in enumerate(chunks):
-        for side, literals in ((0, chunk["first"]), (1, chunk["last"])):
-            values = ", ".join([*literals, str(index), str(side)])
+        for side, literals in ((0, chunk.first), (1, chunk.last)):
+            values = ", ".join([*(literals or ()), str(index), str(side)])
             cursor.execute(f"INSERT INTO {bounds} ({keys}, _idx, _side) VALUES ({values})")
     lo = ", ".join(f"lo.{quote_ident(k)}" for k in key)
     hi = ", ".join(f"hi.{quote_ident(k)}" for k in key)
@@ -317,8 +315,8 @@ def _into_existing(
     report: RowReport,
 ) -> None:
     """Insert missing rows (and, in replace mode, overwrite differing ones) in one transaction."""
-    columns: list[str] = table.entry["columns"]
-    key: list[str] = table.entry["key"] or columns
+    columns = list(table.entry.columns)
+    key = list(table.entry.key) or columns
     target = qualified(table.target_database, table.target_name)
     source = qualified(scratch, table.name)
     wanted = _structure(cursor, scratch, table.name)
@@ -392,7 +390,7 @@ def _into_new_table(
     sql = ddl.drop_foreign_key_names(ddl.rename_table(create, name))
     cursor.execute(f"USE {quote_ident(table.target_database)}")
     cursor.execute(ddl.qualify_references(sql, table.target_database))
-    names = ", ".join(quote_ident(c) for c in table.entry["columns"])
+    names = ", ".join(quote_ident(c) for c in table.entry.columns)
     final = qualified(table.target_database, name)
     try:
         cursor.execute(

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sealdump.archive.backup import KEYS, MANIFEST, BackupReader, BackupRef
-from sealdump.archive.locate import providers
+from sealdump.archive.manifest import ManifestError
 from sealdump.config.model import Config, Job
 from sealdump.errors import IntegrityError, KeyProviderError, StorageError
-from sealdump.keys import KeyProvider
+from sealdump.keys import KeyProvider, providers
 from sealdump.log import get_logger
 from sealdump.retention.policy import Candidate, select_kept
 from sealdump.storage import Storage, storage_for
@@ -83,6 +83,10 @@ def authenticate(
     reader = BackupReader(storage, ref, keys, allow_unsigned=True)
     try:
         reader.manifest()
+    except ManifestError as exc:
+        # Opened with our key (and, if signed, its signature verified): authentic, only its
+        # content is not what this sealdump reads. Never garbage: keep it, uncounted.
+        return str(exc), False
     except IntegrityError as exc:
         return str(exc), True
     except (KeyProviderError, StorageError) as exc:

@@ -13,103 +13,44 @@ STOPPING and WATCHDOG are notified.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sealdump.archive.locate import all_backups, reader_for
-from sealdump.backup.run import run_job
+from sealdump.actions.check import log_results, run_checks
+from sealdump.actions.recorded import ClaimedRun, RunContext, recorded
 from sealdump.config import Config, load_config
-from sealdump.config.model import Job
 from sealdump.errors import ConfigError, Interrupted, SealdumpError
 from sealdump.history import History, RunStatus
+from sealdump.history.store import new_run
 from sealdump.log import get_logger
-from sealdump.restore.drill import run_drill
-from sealdump.restore.swap import sweep_server
-from sealdump.retention.prune import prune_job
-from sealdump.scheduling.metrics import Metrics, serve
+from sealdump.monitoring.metrics import Metrics, serve
 from sealdump.scheduling.notify import notify, watchdog_interval
-from sealdump.scheduling.schedule import (
-    cron_trigger,
-    interval_trigger,
-    latest_fire_time,
-    parse_cron,
+from sealdump.scheduling.runs import (
+    ACTIONS,
+    MISFIRE_GRACE_SECONDS,
+    RETRY_DELAYS,
+    claim,
+    close_unstarted,
+    due_time,
+    interval_seconds,
+    missed_runs,
+    retrying,
 )
+from sealdump.timetable import Planned, plan_jobs
 
 log = get_logger(__name__)
-T = TypeVar("T")
 
 MAX_CONCURRENT_JOBS = 4
-# Pauses before retrying a run that failed transiently (server, storage or vault unreachable).
-RETRY_DELAYS = (30.0, 120.0)
-MISFIRE_GRACE_SECONDS = 3600
 STOP_GRACE_SECONDS = 300
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One scheduled APScheduler job: what, where, and its schedule as text."""
-
-    id: str
-    kind: str  # "backup" | "drill"
-    server: str
-    job: str
-    schedule: str
-    trigger: Any
-
-
-def plan_jobs(config: Config) -> dict[str, Planned]:
-    """Every job with a schedule, and every drill, keyed by a stable id."""
-    planned: dict[str, Planned] = {}
-    for server in config.servers.values():
-        for job in server.jobs.values():
-            trigger = job_trigger(job)
-            if trigger is not None:
-                key = f"backup:{server.name}/{job.name}"
-                planned[key] = Planned(
-                    key, "backup", server.name, job.name, job.schedule_text or "", trigger
-                )
-            if job.drill:
-                key = f"drill:{server.name}/{job.name}"
-                drill = cron_trigger(parse_cron(job.drill), job.timezone)
-                planned[key] = Planned(key, "drill", server.name, job.name, job.drill, drill)
-    return planned
-
-
-def job_trigger(job: Job) -> Any:
-    """The APScheduler trigger of a backup job, or None for a job without a schedule."""
-    if job.cron is not None:
-        return cron_trigger(job.cron, job.timezone)
-    if job.every is not None:
-        return interval_trigger(job.every, job.timezone)
-    return None
-
-
-def retrying(attempt: Callable[[], T], delays: Sequence[float], stop: threading.Event) -> T:
-    """Call ``attempt``; after a transient failure wait ``delays[i]`` and call it again.
-
-    Other failures, and the last transient one, are raised. A stop request ends the wait.
-    """
-    for delay in (*delays, None):
-        try:
-            return attempt()
-        except SealdumpError as exc:
-            if not exc.transient or delay is None:
-                raise
-            log.warning("transient failure; retrying", error=str(exc), in_seconds=delay)
-            if stop.wait(delay):
-                raise
-    raise AssertionError("unreachable")
 
 
 class Daemon:
@@ -167,6 +108,7 @@ class Daemon:
             config=str(self.config_path),
             metrics=self.config.metrics_listen,
         )
+        threading.Thread(target=self._check_at_start, name="sealdump-check", daemon=True).start()
         ping = watchdog_interval()
         while not self._stop.wait(ping or 1.0):
             if ping:
@@ -180,6 +122,19 @@ class Daemon:
             server.shutdown()
         log.info("daemon stopped")
         return 0
+
+    def _check_at_start(self) -> None:
+        """``sealdump check`` over every job, once, into the log: a wrong password, an
+        expiring certificate or a missing privilege shows at start-up, not at 02:00.
+        It runs beside the scheduler and never delays or stops a run."""
+        try:
+            results = run_checks(self.config)
+        except SealdumpError as exc:
+            log.warning("start-up check not run", error=str(exc))
+            return
+        log_results(results)
+        failed = sum(1 for r in results if r.status == "FAIL")
+        log.info("start-up check done", checks=len(results), failed=failed)
 
     def healthy(self) -> bool:
         """Whether the scheduler is running."""
@@ -226,6 +181,11 @@ class Daemon:
         planned = plan_jobs(config)
         for key in set(self._planned) - set(planned):
             self.scheduler.remove_job(key)
+            gone = self._planned[key]
+            labels = (gone.server, gone.job, gone.kind)
+            for gauge in (self.metrics.interval, self.metrics.last_success):
+                with contextlib.suppress(KeyError):  # never set for this job
+                    gauge.remove(*labels)
         for key, item in planned.items():
             self.scheduler.add_job(
                 self._execute,
@@ -237,150 +197,97 @@ class Daemon:
             )
         self._planned = planned
         self.metrics.jobs.set(len(planned))
+        self._publish_schedule(config, planned)
+
+    def _publish_schedule(self, config: Config, planned: dict[str, Planned]) -> None:
+        """Each planned job's interval, and its last success from the history, in the
+        metrics: an overdue alert must work from the first scrape after a (re)start."""
+        now = datetime.now(UTC)
+        for item in planned.values():
+            interval = interval_seconds(item, now)
+            if interval is not None:
+                self.metrics.interval.labels(item.server, item.job, item.kind).set(interval)
+        try:
+            history = History(config.history_url)
+        except SealdumpError as exc:
+            log.warning("last successes not read from history", error=str(exc))
+            return
+        try:
+            for item in planned.values():
+                good = history.runs(
+                    item.server, item.job, limit=1, kind=item.kind, status=RunStatus.SUCCESS
+                )
+                if good:
+                    finished = good[0].finished_at or good[0].started_at
+                    gauge = self.metrics.last_success.labels(item.server, item.job, item.kind)
+                    gauge.set(finished.timestamp())
+        except SealdumpError as exc:
+            log.warning("last successes not read from history", error=str(exc))
+        finally:
+            history.close()
 
     def _catch_up(self) -> None:
         """Run once, now, each backup job whose last scheduled time passed while we were down."""
-        history = History(self.config.history_url)
-        now = datetime.now(UTC)
-        try:
-            history.close_dead_runs()  # runs of a killed predecessor are not running
-            for item in self._planned.values():
-                if item.kind != "backup":
-                    continue
-                runs = history.runs(item.server, item.job, limit=20, kind="backup")
-                if not runs:
-                    continue  # never ran: wait for the schedule
-                # A run killed or cancelled backed nothing up: count from the one before it.
-                last = next((r for r in runs if r.status != RunStatus.INTERRUPTED), runs[-1])
-                due = item.trigger.get_next_fire_time(None, last.started_at + timedelta(seconds=1))
-                if due is not None and due < now - timedelta(seconds=60):
-                    log.info("catching up a missed run", job=item.id, missed=due.isoformat())
-                    self.scheduler.add_job(
-                        self._execute,
-                        "date",
-                        run_date=now,
-                        id=f"catchup:{item.id}",
-                        args=[item.kind, item.server, item.job, "catchup", due],
-                        replace_existing=True,
-                    )
-        finally:
-            history.close()
+        for item, due in missed_runs(self.config.history_url, self._planned, datetime.now(UTC)):
+            log.info("catching up a missed run", job=item.id, missed=due.isoformat())
+            self.scheduler.add_job(
+                self._execute,
+                "date",
+                run_date=datetime.now(UTC),
+                id=f"catchup:{item.id}",
+                args=[item.kind, item.server, item.job, "catchup", due],
+                replace_existing=True,
+            )
 
     # -- running a job -------------------------------------------------------------------
-    def _due(self, kind: str, server: str, job: str) -> datetime | None:
-        """The scheduled time a run fired for: the latest fire time of its trigger."""
-        planned = self._planned.get(f"{kind}:{server}/{job}")
-        if planned is None:
-            return None
-        window = timedelta(seconds=MISFIRE_GRACE_SECONDS)
-        return latest_fire_time(planned.trigger, datetime.now(UTC), window)
-
-    def _claim(
-        self, config: Config, kind: str, server: str, job: str, due: datetime | None
-    ) -> bool:
-        """Claim this run in the shared history, so that exactly one daemon runs it."""
-        key = f"{kind}:{server}/{job}"
-        if due is None:
-            return True  # nothing to agree on (the job left the config meanwhile)
-        history = History(config.history_url)
-        try:
-            claimed = history.claim(key, due.astimezone(UTC).replace(microsecond=0))
-        finally:
-            history.close()
-        if not claimed:
-            log.info("run claimed by another daemon; skipped", kind=kind, due=due.isoformat())
-        return claimed
-
     def _execute(
         self, kind: str, server_name: str, job_name: str, trigger: str, due: datetime | None
     ) -> None:
-        """Run one job; never raises (a failing job must not disturb the scheduler)."""
+        """Run one planned run; never raises (a failing run must not disturb the scheduler).
+
+        One run per server at a time; claimed in the shared history only once it is sure to
+        start, so that a run abandoned at a stop stays free for another daemon.
+        """
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(server=server_name, job=job_name)
-        due = due or self._due(kind, server_name, job_name)
+        key = f"{kind}:{server_name}/{job_name}"
+        due = due or due_time(self._planned.get(key), datetime.now(UTC))
         with self._lock:
             server_lock = self._server_locks.setdefault(server_name, threading.Lock())
-        with server_lock:  # one job per server at a time
+        with server_lock:
             if self._stop.is_set() or self.cancel.is_set():
                 return  # queued behind another job when the stop came: not started at all
-            # Claimed only now that it will start: a run claimed and then abandoned at a
-            # stop would be lost to every other daemon sharing the history.
+            config = self.config
+            server = config.servers.get(server_name)
+            job = server.jobs.get(job_name) if server else None
+            if job is None:
+                log.warning("job no longer configured; skipped", kind=kind)
+                return
+            pending = new_run(server_name, job_name, trigger, kind, due)
             try:
-                if not self._claim(self.config, kind, server_name, job_name, due):
+                if not claim(config.history_url, key, due, pending):
                     return
             except SealdumpError as exc:
                 log.error("cannot claim the run; skipped", kind=kind, error=str(exc))
                 return
-            config = self.config
-            server = config.servers.get(server_name)
-            job = server.jobs.get(job_name) if server else None
-            if server is None or job is None:
-                log.warning("job no longer configured; skipped", kind=kind)
-                return
+            claimed = ClaimedRun(pending.id) if pending.id is not None else None
+            context = RunContext(trigger, due, self.cancel, self.metrics, claimed)
             with self._lock:
                 self._running += 1
             self.metrics.running.inc()
-            started = time.monotonic()
-            status = RunStatus.FAILED
+            failure: BaseException | None = None
             try:
-                if kind == "backup":
-                    result = retrying(
-                        lambda: run_job(
-                            config,
-                            server,
-                            job,
-                            trigger=trigger,
-                            cancel=self.cancel,
-                            scheduled_for=due,
-                        ),
-                        RETRY_DELAYS,
-                        self._stop,
-                    )
-                    self.metrics.stored_bytes.labels(server_name, job_name).set(result.stored_bytes)
-                    self.metrics.rows.labels(server_name, job_name).set(result.rows)
-                    self._retention(config, job)
-                else:
-                    self._drill(config, server_name, job, trigger, due)
-                status = RunStatus.SUCCESS
-            except Interrupted:
-                status = RunStatus.INTERRUPTED
-                log.warning("job cancelled at shutdown", kind=kind)
-            except SealdumpError as exc:
-                log.error("job failed", kind=kind, error=str(exc))
-            except Exception:
-                log.exception("job crashed", kind=kind)
+                retrying(lambda: ACTIONS[kind](config, job, context), RETRY_DELAYS, self._stop)
+            except (SealdumpError, Interrupted) as exc:
+                failure = exc
+                if not recorded(exc):  # failed before its run was recorded: say it here
+                    log.error("run failed", kind=kind, error=str(exc))
+            except Exception as exc:
+                failure = exc
+                log.exception("run crashed", kind=kind)
             finally:
+                if claimed is not None and not claimed.adopted:
+                    close_unstarted(config.history_url, claimed.id, failure)
                 with self._lock:
                     self._running -= 1
                 self.metrics.running.dec()
-                labels = (server_name, job_name, kind)
-                self.metrics.runs.labels(*labels, status.value).inc()
-                self.metrics.duration.labels(*labels).set(time.monotonic() - started)
-                if status is RunStatus.SUCCESS:
-                    self.metrics.last_success.labels(*labels).set(time.time())
-
-    def _retention(self, config: Config, job: Job) -> None:
-        """After a successful backup: prune its job, and sweep the server for what dead
-        restores left. A failure here is a warning; the backup stands."""
-        try:
-            pruned = prune_job(config, job)
-        except SealdumpError as exc:
-            log.warning("retention not applied", error=str(exc))
-        else:
-            log.info("retention applied", pruned=len(pruned.pruned), kept=len(pruned.kept))
-        try:
-            sweep_server(config.servers[job.server])
-        except SealdumpError as exc:
-            log.warning("leftover schemas not checked", error=str(exc))
-
-    def _drill(
-        self, config: Config, server_name: str, job: Job, trigger: str, due: datetime | None
-    ) -> None:
-        newest = all_backups(config, server_name, job.name)
-        if not newest:
-            log.warning("no backup to restore-test yet")
-            return
-        target = job.drill_target or server_name
-        run_drill(
-            config, reader_for(config, newest[0]), newest[0].ref, target, trigger, scheduled_for=due
-        )

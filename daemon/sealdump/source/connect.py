@@ -72,7 +72,15 @@ def connect(
     environ: Mapping[str, str] | None = None,
     **options: Any,
 ) -> Connection[Any]:
-    """A verified-TLS connection in sealdump's session settings; SourceError on failure."""
+    """A verified-TLS connection in sealdump's session settings; SourceError on failure.
+
+    With ``auth: entra`` the password is a Microsoft Entra ID token (sealdump.source.entra),
+    refused with ConfigError before anything is sent when TLS is off or unverified.
+    """
+    if server.auth == "entra":
+        from sealdump.source.entra import check_tls
+
+        check_tls(server)
     context = tls_context(server)
     kwargs: dict[str, Any] = {
         "host": server.host,
@@ -91,6 +99,10 @@ def connect(
     else:
         kwargs["ssl"] = context
     kwargs.update(options)
+    if server.auth == "entra":
+        from sealdump.source.entra import login_options
+
+        kwargs.update(login_options(server))
     try:
         return pymysql.connect(**kwargs)
     except pymysql.err.MySQLError as exc:
@@ -114,6 +126,13 @@ def describe_connect_error(server: Server, exc: pymysql.err.MySQLError) -> str:
         return f"TLS failure for {where}: the server certificate is not signed by a CA in {ca}"
     if "SSL is required" in text or "doesn't support" in text or code == 2026:
         return f"TLS failure for {where}: the server does not offer TLS"
+    if code == 1045 and server.auth == "entra":
+        scope = server.entra.scope if server.entra else "the default scope"
+        return (
+            f"access denied for user {server.user!r} on {where}: the server refused the "
+            f"Microsoft Entra ID token (is the account the Entra ID user of this identity, "
+            f"and does the server accept tokens for {scope}?)"
+        )
     if code == 1045:
         return f"access denied for user {server.user!r} on {where} (wrong password or account)"
     if code in (2003, 2013):

@@ -48,9 +48,17 @@ def detect(cursor: Any) -> Flavor:
     """Ask the server what it is."""
     cursor.execute("SELECT VERSION() AS version, @@version_comment AS comment")
     version, comment = cursor.fetchone()
-    text = f"{version} {comment}"
-    product = "mariadb" if "mariadb" in text.lower() else "mysql"
-    numbers = str(version).split("-", 1)[0].split(".")
+    return flavor_of(str(version), str(comment))
+
+
+def flavor_of(version: str, comment: str) -> Flavor:
+    """The flavor a server reporting ``VERSION()`` and ``@@version_comment`` is.
+
+    Separate from ``detect`` so that the version strings of servers the tests cannot start
+    (MySQL 5.7, 8.0, 8.4, Percona, Azure) are checked too.
+    """
+    product = "mariadb" if "mariadb" in f"{version} {comment}".lower() else "mysql"
+    numbers = version.split("-", 1)[0].split(".")
     major = int(numbers[0]) if numbers and numbers[0].isdigit() else 0
     minor = int(numbers[1]) if len(numbers) > 1 and numbers[1].isdigit() else 0
-    return Flavor(product, str(version), major, minor)
+    return Flavor(product, version, major, minor)

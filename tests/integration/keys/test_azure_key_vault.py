@@ -14,6 +14,7 @@ from sealdump.keys.azure_key_vault import AzureKeyVaultProvider
 from sealdump.storage.filesystem import FilesystemStore
 from tests.support.certs import TestCA
 from tests.support.keyvault import KeyVaultStandIn
+from tests.support.manifests import manifest_for
 
 pytestmark = [pytest.mark.keyvault, pytest.mark.usefixtures("identity_env")]
 
@@ -118,8 +119,8 @@ def test_rotation_end_to_end_backup_rotate_backup_rewrap_disable(
     for backup_id in ("20261101T000000Z-000001", "20261102T000000Z-000002"):
         ref = BackupRef("srv", "job", backup_id)
         writer = BackupWriter(store, ref, provider(keyvault, test_ca, "kek"))
-        record = writer.put([backup_id.encode() * 1000]).as_dict()
-        writer.commit({"objects": [record]})
+        record = writer.put([backup_id.encode() * 1000])
+        writer.commit(manifest_for(ref, record))
         refs.append((ref, record))
         if len(refs) == 1:
             keyvault.create_key("kek")  # rotate between the two backups

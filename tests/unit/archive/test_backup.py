@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from sealdump.archive.backup import (
     new_backup_id,
     rewrap,
 )
+from sealdump.archive.manifest import Database, ObjectRecord
 from sealdump.errors import IntegrityError, KeyProviderError
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
 from sealdump.storage.filesystem import FilesystemStore
+from tests.support.manifests import manifest_for
 
 
 @pytest.fixture
@@ -28,11 +31,13 @@ def key(tmp_path: Path) -> LocalKeyProvider:
     return LocalKeyProvider("onprem", tmp_path / "kek")
 
 
-def write_backup(store, key, backup_id: str, payload: bytes = b"rows") -> tuple[BackupRef, dict]:
+def write_backup(
+    store: FilesystemStore, key: LocalKeyProvider, backup_id: str, payload: bytes = b"rows"
+) -> tuple[BackupRef, ObjectRecord]:
     ref = BackupRef("orders", "nightly", backup_id)
     writer = BackupWriter(store, ref, key)
-    record = writer.put([payload]).as_dict()
-    writer.commit({"objects": [record]})
+    record = writer.put([payload])
+    writer.commit(manifest_for(ref, record))
     return ref, record
 
 
@@ -40,9 +45,9 @@ def test_written_backup_reads_back_and_is_listed(store, key) -> None:
     ref, record = write_backup(store, key, "20261128T020000Z-aaaaaa", b"hello " * 1000)
     assert list_backups(store) == [ref]
     reader = BackupReader(store, ref, [key])
-    assert reader.manifest()["objects"] == [record]
+    assert reader.manifest().databases[0].schema == record
     assert b"".join(reader.open(record)) == b"hello " * 1000
-    assert reader.objects_read == [record["object"]]
+    assert reader.objects_read == [record.object_id]
 
 
 def test_nothing_is_listed_until_the_manifest_is_written(store, key) -> None:
@@ -59,7 +64,7 @@ def test_listing_is_newest_first_and_filters(store, key) -> None:
     new, _ = write_backup(store, key, "20261128T000000Z-000002")
     other = BackupRef("crm", "hourly", "20261127T000000Z-000003")
     writer = BackupWriter(store, other, key)
-    writer.commit({"objects": []})
+    writer.commit(manifest_for(other))
     assert list_backups(store) == [new, other, old]
     assert list_backups(store, server="orders") == [new, old]
     assert list_backups(store, server="crm", job="nightly") == []
@@ -68,8 +73,9 @@ def test_listing_is_newest_first_and_filters(store, key) -> None:
 def test_names_and_contents_in_storage_reveal_nothing(store, key, tmp_path) -> None:
     ref = BackupRef("orders", "nightly", new_backup_id())
     writer = BackupWriter(store, ref, key)
-    writer.put([b"secret_table_name customer@example.com"])
-    writer.commit({"tables": ["secret_table_name"]})
+    record = writer.put([b"secret_table_name customer@example.com"])
+    # Database names are in the manifest: it is encrypted like everything else.
+    writer.commit(manifest_for(ref, databases=(Database("secret_table_name", record, (), ()),)))
     for name in store.list():
         assert "secret" not in name
         assert b"secret_table_name" not in b"".join(store.read(name))
@@ -79,8 +85,8 @@ def test_names_and_contents_in_storage_reveal_nothing(store, key, tmp_path) -> N
 def test_object_swapped_between_backups_is_refused(store, key) -> None:
     first, record = write_backup(store, key, "20261101T000000Z-000001", b"one")
     second, record2 = write_backup(store, key, "20261102T000000Z-000002", b"two")
-    stolen = b"".join(store.read(f"{first.prefix}o/{record['object']}"))
-    store.write(f"{second.prefix}o/{record2['object']}", [stolen])
+    stolen = b"".join(store.read(first.prefix + record.name))
+    store.write(second.prefix + record2.name, [stolen])
     with pytest.raises(IntegrityError):
         b"".join(BackupReader(store, second, [key]).open(record2))
 
@@ -88,7 +94,7 @@ def test_object_swapped_between_backups_is_refused(store, key) -> None:
 def test_object_hash_must_match_the_manifest(store, key) -> None:
     ref, record = write_backup(store, key, "20261101T000000Z-000001")
     with pytest.raises(IntegrityError, match="manifest hash"):
-        b"".join(BackupReader(store, ref, [key]).open(dict(record, sha256="0" * 64)))
+        b"".join(BackupReader(store, ref, [key]).open(replace(record, sha256="0" * 64)))
 
 
 def test_missing_key_names_the_key_it_needs(store, key, tmp_path) -> None:

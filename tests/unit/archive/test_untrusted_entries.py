@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,18 +14,20 @@ from sealdump.archive.backup import (
     KEYS,
     MANIFEST,
     SIGNATURE,
-    UNSIGNED_FORMAT,
     BackupReader,
     BackupRef,
     BackupWriter,
     rewrap,
 )
 from sealdump.archive.envelope import parse_json
+from sealdump.archive.manifest import ManifestError, ObjectRecord
 from sealdump.archive.verify import check_listing
 from sealdump.errors import IntegrityError
 from sealdump.keys.base import HS256, Signature
 from sealdump.keys.local import LocalKeyProvider, generate_key_file
+from sealdump.retention.prune import authenticate
 from sealdump.storage.filesystem import FilesystemStore
+from tests.support.manifests import manifest_for, unsigned_json
 
 BACKUP_ID = "20261128T020000Z-aaaaaa"
 
@@ -46,11 +49,11 @@ def key(tmp_path: Path) -> LocalKeyProvider:
 
 def write_backup(
     store: FilesystemStore, key: LocalKeyProvider, ref: BackupRef | None = None
-) -> tuple[BackupRef, dict]:
+) -> tuple[BackupRef, ObjectRecord]:
     ref = ref or BackupRef("orders", "nightly", BACKUP_ID)
     writer = BackupWriter(store, ref, key)
-    record = writer.put([b"rows" * 100]).as_dict()
-    writer.commit({"databases": [{"schema": record, "tables": []}]})
+    record = writer.put([b"rows" * 100])
+    writer.commit(manifest_for(ref, record))
     return ref, record
 
 
@@ -64,7 +67,7 @@ def test_a_written_backup_is_signed_by_its_key(store, key) -> None:
     ref, _ = write_backup(store, key)
     reader = BackupReader(store, ref, [key])
     manifest = reader.manifest()
-    assert (manifest["server"], manifest["job"], manifest["format"]) == (
+    assert (manifest.server, manifest.job, manifest.format) == (
         "orders",
         "nightly",
         "sealdump-manifest/2",
@@ -130,14 +133,7 @@ def format_1_backup(store: FilesystemStore, key: LocalKeyProvider) -> BackupRef:
     """A backup as sealdump wrote it before signatures: manifest/1, no signature object."""
     ref = BackupRef("orders", "nightly", "20251128T020000Z-cccccc")
     writer = BackupWriter(store, ref, key)
-    body = {
-        "format": UNSIGNED_FORMAT,
-        "backup_id": ref.backup_id,
-        "server": ref.server,
-        "job": ref.job,
-        "databases": [],
-    }
-    data = json.dumps(body).encode()
+    data = unsigned_json(manifest_for(ref))
     writer.confirm()
     store.write(
         ref.prefix + MANIFEST,
@@ -151,7 +147,8 @@ def test_format_1_backups_are_unsigned_and_refused_unless_allowed(store, key) ->
     with pytest.raises(IntegrityError, match=r"unsigned .*--allow-unsigned"):
         BackupReader(store, ref, [key]).manifest()
     reader = BackupReader(store, ref, [key], allow_unsigned=True)
-    assert reader.manifest()["databases"] == []
+    assert reader.manifest().databases == ()
+    assert not reader.manifest().signed_format
     assert not reader.signed
 
 
@@ -188,12 +185,12 @@ def test_listing_must_match_the_manifest(store, key) -> None:
     manifest = reader.manifest()
     check_listing(reader, manifest)
     store.write(ref.prefix + "o/planted", [b"x"])
-    store.delete(f"{ref.prefix}o/{record['object']}")
+    store.delete(ref.prefix + record.name)
     with pytest.raises(IntegrityError) as caught:
         check_listing(reader, manifest)
     message = str(caught.value)
     assert "in storage but not in the manifest: o/planted" in message
-    assert f"in the manifest but missing from storage: o/{record['object']}" in message
+    assert f"in the manifest but missing from storage: {record.name}" in message
 
 
 def test_rewrap_to_another_local_key_re_signs(store, key, tmp_path) -> None:
@@ -224,3 +221,44 @@ def test_a_signature_names_its_algorithm_and_key() -> None:
     assert sig.from_json(stored, "s") == Signature("local:0123456789abcdef", HS256, b"\x01" * 32)
     with pytest.raises(IntegrityError, match="s is damaged"):
         sig.from_json(b'{"format": "sealdump-signature/1", "key_id": 1}', "s")
+
+
+def signed_manifest(
+    store: FilesystemStore, key: LocalKeyProvider, body: dict[str, object]
+) -> BackupRef:
+    """A backup signed by ``key`` whose manifest is ``body``, whatever it holds: what a
+    writer with a bug (or a newer sealdump) would store."""
+    ref = BackupRef("orders", "nightly", BACKUP_ID)
+    writer = BackupWriter(store, ref, key)
+    data = json.dumps(body).encode()
+    encrypted = b"".join(fmt.encrypt([data], writer._dek, ref.backup_id, MANIFEST))
+    message = sig.signed_message(
+        "sealdump-manifest/2",
+        ref.server,
+        ref.job,
+        ref.backup_id,
+        writer.envelope.dek_id,
+        hashlib.sha256(encrypted).digest(),
+    )
+    signature = key.sign(message, writer._dek, writer.wrapping)
+    store.write(ref.prefix + SIGNATURE, [sig.to_json(signature)])
+    store.write(ref.prefix + MANIFEST, [encrypted])
+    return ref
+
+
+def test_an_authentic_manifest_of_the_wrong_shape_is_refused_but_never_garbage(
+    store: FilesystemStore, key: LocalKeyProvider
+) -> None:
+    body = manifest_for(BackupRef("orders", "nightly", BACKUP_ID)).to_dict()
+    body["totals"]["rows"] = "many"
+    ref = signed_manifest(store, key, body)
+    with pytest.raises(
+        ManifestError, match=rf"^backup {ref.prefix}?: manifest: totals\.rows: expected an integer$"
+    ):
+        BackupReader(store, ref, [key]).manifest()
+    # Signed by our key: prune keeps it (uncounted) rather than deleting it as garbage.
+    names = list(store.list(ref.prefix))
+    verdict = authenticate(store, ref, [key], names)
+    assert verdict is not None
+    assert verdict[1] is False
+    assert "totals.rows" in verdict[0]

@@ -21,7 +21,7 @@ from sealdump.config import load_config
 from sealdump.config.loader import MAX_ALIAS_NODES, MAX_DEPTH, MAX_FILE_BYTES, load_document
 from sealdump.config.validate import parse_listen
 from sealdump.errors import ConfigError
-from sealdump.scheduling.metrics import Metrics, serve
+from sealdump.monitoring.metrics import Metrics, serve
 
 MAIN = textwrap.dedent("""
     state_dir: state

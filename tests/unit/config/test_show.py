@@ -1,7 +1,8 @@
 import json
 
 from sealdump.config import load_config
-from sealdump.config.show import effective, redact_url
+from sealdump.config.secrets import redact_url
+from sealdump.config.show import effective
 
 SECRETS = {
     "password": "env-password-1f3a",

@@ -1,5 +1,6 @@
 """Deadlines in the configuration: per storage, per Key Vault key, and per job run."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,7 +27,12 @@ defaults: {{storage: cloud, key: vault}}
 """
 
 
-def config_files(write, storage_timeout: str = "", key_timeout: str = "", job: str = "") -> Path:
+def config_files(
+    write: Callable[[str, str], Path],
+    storage_timeout: str = "",
+    key_timeout: str = "",
+    job: str = "",
+) -> Path:
     main = write(
         "sealdump.yaml",
         MAIN.format(storage_timeout=storage_timeout, key_timeout=key_timeout),

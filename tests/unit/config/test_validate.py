@@ -1,11 +1,17 @@
 import shutil
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from sealdump.config import load_config
-from sealdump.config.model import AzureBlobStorage, LocalKey
+from sealdump.config.model import (
+    AzureBlobStorage,
+    AzureKeyVaultKey,
+    FilesystemStorage,
+    LocalKey,
+)
 from sealdump.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,29 +33,82 @@ def problems_of(path: Path, environ: dict[str, str] | None = None) -> list[str]:
 
 
 def test_shipped_examples_validate() -> None:
+    """config/ is the commented contract: every file validates and its keys mean what the
+    comments say (this used to be checked against a design note outside the repository)."""
     config = load_config(REPO / "config" / "sealdump.yaml", environ={})
-    orders = config.servers["orders"]
-    assert orders.jobs["nightly"].storage == "offsite"
-    assert orders.jobs["nightly"].databases == ("shop", "hr")
-    assert isinstance(config.storages["offsite"], AzureBlobStorage)
-    assert isinstance(config.keys["onprem"], LocalKey)
     assert config.history_url == "sqlite:////var/lib/sealdump/history.db"
+    assert config.state_dir == Path("/var/lib/sealdump")
+    assert config.servers_dir == REPO / "config" / "servers.d"
+    assert config.metrics_listen == "127.0.0.1:9187"
+    assert (config.default_storage, config.default_key) == ("offsite", "prod")
+    retention = config.default_retention
+    assert (retention.keep_last, retention.keep_daily, retention.keep_weekly) == (3, 7, 4)
+    assert (retention.keep_monthly, retention.keep_yearly) == (12, 0)
+    offsite = config.storages["offsite"]
+    assert isinstance(offsite, AzureBlobStorage)
+    assert (offsite.container, offsite.prefix, offsite.tier) == ("mysql-backups", "prod/", "cool")
+    assert offsite.ca_file is None
+    assert offsite.sas_token_file is not None
+    assert offsite.sas_token_file.path() == Path("/run/credentials/sealdump.service/sas")
+    assert config.storages["local"] == FilesystemStorage("local", Path("/var/backups/sealdump"))
+    prod = config.keys["prod"]
+    assert isinstance(prod, AzureKeyVaultKey)
+    assert (prod.key_url, prod.algorithm) == (
+        "https://myvault.vault.azure.net/keys/backup-kek",
+        "RSA-OAEP-256",
+    )
+    assert config.keys["onprem"] == LocalKey("onprem", Path("/etc/sealdump/kek.key"))
+    orders = config.servers["orders"]
+    assert (orders.host, orders.port, orders.user) == (
+        "orders.mysql.database.azure.com",
+        3306,
+        "backup",
+    )
+    assert (orders.tls.mode, orders.tls.ca_file) == (
+        "verify-identity",
+        Path("/etc/sealdump/azure-mysql-ca.pem"),
+    )
+    nightly = orders.jobs["nightly"]
+    assert (nightly.storage, nightly.key) == ("offsite", "prod")
+    assert (nightly.databases, nightly.exclude_tables) == (("shop", "hr"), ("shop.audit_*",))
+    assert (nightly.schedule_text, str(nightly.timezone)) == ("0 2 * * *", "UTC")
+    assert nightly.retention == retention  # from defaults
+    hourly = orders.jobs["hourly-shop"]
+    assert (hourly.storage, hourly.key, hourly.every) == ("local", "onprem", timedelta(hours=1))
+    assert hourly.retention.keep_last == 24
 
 
-def test_design_example_validates_verbatim(tmp_path: Path) -> None:
-    """The two YAML blocks of DESIGN §4 are the contract: they validate unchanged."""
-    design_file = REPO.parent / "shared" / "DESIGN.md"
-    if not design_file.exists():  # the contract lives beside the clone, not in it
-        pytest.skip(f"{design_file} not present")
-    design = design_file.read_text()
-    section = design.split("## 4. Configuration", 1)[1]
-    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:3]]
+def yaml_blocks(markdown: Path, section: str) -> list[str]:
+    """The ```yaml blocks of one ``## section`` of a Markdown file, verbatim."""
+    text = markdown.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+
+
+def test_readme_configuration_example_validates_verbatim(tmp_path: Path) -> None:
+    """The README's two files are what an operator copies first: they validate unchanged and
+    mean what they say (bare ``*_file`` names are systemd credentials)."""
+    main, server = yaml_blocks(REPO / "README.md", "Configuration")
+    assert main.startswith("# /etc/sealdump/sealdump.yaml\n"), main
+    assert server.startswith("# /etc/sealdump/servers.d/orders.yaml\n"), server
     (tmp_path / "servers.d").mkdir()
-    (tmp_path / "sealdump.yaml").write_text(blocks[0])
-    (tmp_path / "servers.d" / "orders.yaml").write_text(blocks[1])
+    (tmp_path / "sealdump.yaml").write_text(main)
+    (tmp_path / "servers.d" / "orders.yaml").write_text(server)
     config = load_config(tmp_path / "sealdump.yaml", environ={})
     assert list(config.servers) == ["orders"]
-    assert config.servers["orders"].tls.mode == "verify-identity"
+    orders = config.servers["orders"]
+    assert (orders.tls.mode, orders.user) == ("verify-identity", "backup")
+    assert orders.password_file is not None
+    assert orders.password_file.is_credential
+    nightly = orders.jobs["nightly"]
+    assert (nightly.storage, nightly.key, nightly.databases) == ("offsite", "prod", ("shop", "hr"))
+    assert str(nightly.timezone) == "Europe/Paris"
+    assert (nightly.retention.keep_daily, nightly.retention.keep_weekly) == (7, 4)
+    storage = config.storages["offsite"]
+    assert isinstance(storage, AzureBlobStorage)
+    assert storage.sas_token_file is not None
+    assert storage.sas_token_file.is_credential
+    assert storage.sas_token_file.path({"CREDENTIALS_DIRECTORY": "/run/c"}) == Path("/run/c/sas")
+    assert isinstance(config.keys["prod"], AzureKeyVaultKey)
 
 
 def test_bad_server_file_reports_every_problem_with_file_and_line(write) -> None:

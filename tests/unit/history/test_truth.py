@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,11 +22,13 @@ import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import update
 
+from sealdump.actions.recorded import recorded_run
 from sealdump.errors import HistoryError, Interrupted, PartialFailure, SourceError
-from sealdump.history import History, RunStatus, recorded_run, recoveries
+from sealdump.history import History, RunStatus, recoveries
 from sealdump.history.models import Run
 from sealdump.history.process import process_start
-from sealdump.scheduling.metrics import Metrics
+from sealdump.monitoring.metrics import Metrics
+from tests.support.net import wait_until
 
 HOST = socket.gethostname()
 CHILD = """
@@ -105,10 +106,8 @@ def test_an_unreaped_killed_process_counts_as_dead(history: History, url: str) -
     child = child_with_a_run(url)
     child.send_signal(signal.SIGKILL)
     stat = Path(f"/proc/{child.pid}/stat")
-    deadline = time.monotonic() + 10
-    while stat.read_text().split(") ")[1][0] != "Z":  # a zombie until its parent waits
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    # A zombie until its parent waits.
+    wait_until(lambda: stat.read_text().split(") ")[1][0] == "Z", 10, "the killed child's exit")
     try:
         assert [run.pid for run in history.close_dead_runs()] == [child.pid]
     finally:
@@ -162,12 +161,15 @@ def test_recorded_run_records_figures_and_keeps_a_heartbeat(url: str, history: H
     ) as run:
         started = by_id(history)[run.id]
         assert started.status == "running"
-        time.sleep(0.5)
-        beating = by_id(history)[run.id]
+        assert started.heartbeat_at is not None
+        first = started.heartbeat_at
+
+        def beaten() -> bool:
+            beat = by_id(history)[run.id].heartbeat_at
+            return beat is not None and beat > first
+
+        wait_until(beaten, 30, "a heartbeat after the run's first")
         run.rows, run.bytes = 12, 4096
-    assert started.heartbeat_at is not None
-    assert beating.heartbeat_at is not None
-    assert beating.heartbeat_at > started.heartbeat_at
     done = by_id(history)[run.id]
     assert (done.kind, done.status, done.trigger, done.error) == (
         "restore",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealdump.backup.chunks import frame
+from sealdump.archive.framing import frame
 from sealdump.errors import IntegrityError
 from sealdump.restore.literals import (
     LiteralError,

@@ -1,20 +1,25 @@
 import pytest
 
+from sealdump.archive.backup import BackupRef
+from sealdump.archive.manifest import Database, Manifest, ObjectRecord, TableEntry
 from sealdump.errors import UsageError
 from sealdump.restore.plan import plan_restore
+from tests.support.manifests import manifest_for
+
+SCHEMA = ObjectRecord("0" * 20, 0, 0, "0" * 64)
 
 
-def manifest() -> dict:
-    def table(name: str) -> dict:
-        return {"name": name, "chunks": []}
+def manifest() -> Manifest:
+    def table(name: str) -> TableEntry:
+        return TableEntry(
+            name, "BASE TABLE", "InnoDB", True, ("id",), ("id",), "primary", 0, "", ()
+        )
 
-    return {
-        "databases": [
-            {"name": "my.db", "tables": [table("t"), table("a.b")]},
-            {"name": "my", "tables": [table("db.t")]},
-            {"name": "q`s", "tables": [table("x")]},
-        ]
-    }
+    def database(name: str, *tables: str) -> Database:
+        return Database(name, SCHEMA, tuple(table(t) for t in tables), ())
+
+    databases = (database("my.db", "t", "a.b"), database("my", "db.t"), database("q`s", "x"))
+    return manifest_for(BackupRef("srv", "job", "20261128T020000Z-aaaaaa"), databases=databases)
 
 
 @pytest.mark.parametrize(

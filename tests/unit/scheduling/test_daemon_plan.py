@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sealdump.config import load_config
-from sealdump.scheduling.daemon import plan_jobs
 from sealdump.scheduling.notify import notify, watchdog_interval
+from sealdump.timetable import plan_jobs
 
 MAIN = "storages: {s: {type: filesystem, path: b}}\nkeys: {k: {type: local, key_file: k}}\ndefaults: {storage: s, key: k}\n"
 
@@ -52,7 +52,7 @@ def test_transient_failures_are_retried_and_others_are_not() -> None:
     import pytest
 
     from sealdump.errors import SourceError
-    from sealdump.scheduling.daemon import retrying
+    from sealdump.scheduling.runs import retrying
 
     calls: list[int] = []
 

@@ -3,7 +3,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sealdump.scheduling.schedule import (
+from sealdump.timetable import (
     ScheduleError,
     cron_trigger,
     interval_trigger,
@@ -121,7 +121,7 @@ def test_timezone_names() -> None:
 
 
 def test_latest_fire_time_for_cron_and_interval() -> None:
-    from sealdump.scheduling.schedule import latest_fire_time
+    from sealdump.timetable import latest_fire_time
 
     cron = cron_trigger(parse_cron("0 2 * * *"), UTC_ZONE)
     now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)

@@ -1,24 +1,28 @@
-"""Restore drills: prove a backup restores, table by table, on a real server.
+"""The drill action: prove a backup restores, table by table, on a real server.
 
 Every table is restored into a scratch schema (``_sealdump_drill_*``) through the normal
 restore path, then read back with the same server-side formatting the dump used; row count
 and content hash must equal those the manifest recorded at dump time. Scratch schemas are
 dropped whatever happens; a killed drill's are removed by the next restore or by prune.
+
+A drill composes two engines (the restore, then the dump's own reader to read the tables
+back), which is why it is an action rather than part of either.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import pymysql
 
+from sealdump.actions.locate import all_backups, reader_for
+from sealdump.actions.recorded import MANUAL, RunContext, recorded_run
 from sealdump.archive.backup import BackupReader, BackupRef
+from sealdump.archive.manifest import Database
 from sealdump.backup.chunks import TableReader
-from sealdump.config.model import Config, Server
+from sealdump.config.model import Config, Job, Server
 from sealdump.errors import IntegrityError, UsageError
-from sealdump.history import recorded_run
 from sealdump.log import get_logger
 from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
@@ -60,11 +64,11 @@ def drill(reader: BackupReader, target: Server, workers: int = 4) -> DrillReport
     guard = connect(target)
     try:
         take_lock(guard.cursor(), run)
-        for index, database in enumerate(manifest["databases"]):
-            if not database["tables"]:
+        for index, database in enumerate(manifest.databases):
+            if not database.tables:
                 continue
             scratch = f"{DRILL_PREFIX}{run}_{index}"
-            tables = tuple(f"{database['name']}.{t['name']}" for t in database["tables"])
+            tables = tuple(f"{database.name}.{t.name}" for t in database.tables)
             plan = plan_restore(manifest, tables=tables, into_database=scratch)
             try:
                 restore(reader, plan, target, workers=workers)
@@ -76,34 +80,34 @@ def drill(reader: BackupReader, target: Server, workers: int = 4) -> DrillReport
     return report
 
 
-def _compare(target: Server, scratch: str, database: dict[str, Any]) -> list[dict[str, Any]]:
+def _compare(target: Server, scratch: str, database: Database) -> list[dict[str, Any]]:
     results = []
     connection = connect(target, streaming=True)
     try:
         plain = connection.cursor(pymysql.cursors.Cursor)
         stream = connection.cursor()
-        for entry in database["tables"]:
-            if entry["kind"] == "SEQUENCE":
+        for entry in database.tables:
+            if entry.kind == "SEQUENCE":
                 continue
-            table = catalog.read_table(plain, scratch, entry["name"], None, 0, 0)
+            table = catalog.read_table(plain, scratch, entry.name, None, 0, 0)
             reader = TableReader(stream, table)
             for _event in reader.events():
                 pass
-            ok = reader.rows == entry["rows"] and reader.content_digest() == entry["content_sha256"]
+            ok = reader.rows == entry.rows and reader.content_digest() == entry.content_sha256
             results.append(
                 {
-                    "table": f"{database['name']}.{entry['name']}",
+                    "table": f"{database.name}.{entry.name}",
                     "rows": reader.rows,
-                    "expected_rows": entry["rows"],
+                    "expected_rows": entry.rows,
                     "ok": ok,
                 }
             )
             if not ok:
                 log.error(
                     "drill mismatch",
-                    table=f"{database['name']}.{entry['name']}",
+                    table=f"{database.name}.{entry.name}",
                     rows=reader.rows,
-                    expected=entry["rows"],
+                    expected=entry.rows,
                 )
     finally:
         connection.close()
@@ -130,37 +134,58 @@ def run_drill(
     reader: BackupReader,
     ref: BackupRef,
     target_name: str,
-    trigger: str = "manual",
-    scheduled_for: datetime | None = None,
+    context: RunContext = MANUAL,
 ) -> list[dict[str, Any]]:
     """Run a drill on a configured server and record it in history (kind ``drill``)."""
     target = config.servers.get(target_name)
     if target is None:
         known = ", ".join(sorted(config.servers)) or "none"
         raise UsageError(f"unknown server {target_name!r} (known servers: {known})")
+    job = config.servers[ref.server].jobs.get(ref.job) if ref.server in config.servers else None
     with recorded_run(
         config.history_url,
         kind="drill",
         server=ref.server,
         job=ref.job,
-        trigger=trigger,
-        scheduled_for=scheduled_for,
+        trigger=context.trigger,
+        scheduled_for=context.scheduled_for,
         target=target_name,
         backup_id=ref.backup_id,
+        webhooks=job.webhooks if job is not None else None,
+        about={"server": ref.server, "job": ref.job, "kind": "drill", "backup_id": ref.backup_id},
+        metrics=context.metrics,
+        claimed=context.claimed,
     ) as run:
         report = drill(reader, target)
         run.rows = report.rows
+        run.details = {"tables": len(report.tables), "target": target_name}
         if report.failures:
             names = ", ".join(t["table"] for t in report.failures)
             raise IntegrityError(
                 f"restore test of backup {ref.backup_id} on {target_name}: "
                 f"content differs for {names}"
             )
-    log.info(
-        "restore test passed",
-        backup=ref.backup_id,
-        target=target_name,
-        tables=len(report.tables),
-        rows=report.rows,
-    )
     return report.tables
+
+
+def drill_latest(config: Config, job: Job, context: RunContext = MANUAL) -> list[dict[str, Any]]:
+    """The scheduled drill of ``job``: its newest backup, on the job's drill target (or its
+    own server). With no backup yet there is nothing to test: a failed drill run."""
+    newest = all_backups(config, job.server, job.name)
+    target = job.drill_target or job.server
+    if newest:
+        return run_drill(config, reader_for(config, newest[0]), newest[0].ref, target, context)
+    # Nothing proves this job restorable: a failed drill (and its webhook), not a quiet pass.
+    with recorded_run(
+        config.history_url,
+        kind="drill",
+        server=job.server,
+        job=job.name,
+        trigger=context.trigger,
+        scheduled_for=context.scheduled_for,
+        target=target,
+        webhooks=job.webhooks,
+        metrics=context.metrics,
+        claimed=context.claimed,
+    ):
+        raise UsageError(f"no complete backup of {job.server}/{job.name} to restore-test yet")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sealdump.archive.backup import BackupReader, BackupRef, list_backups
 from sealdump.config.model import Config
 from sealdump.errors import UsageError
-from sealdump.keys import KeyProvider, provider_for
+from sealdump.keys import providers
 from sealdump.storage import Storage, storage_for
 
 
@@ -18,11 +18,6 @@ class Located:
     storage_name: str
     storage: Storage
     ref: BackupRef
-
-
-def providers(config: Config) -> list[KeyProvider]:
-    """A provider for every configured key (they are tried in order when unwrapping)."""
-    return [provider_for(key) for key in config.keys.values()]
 
 
 def all_backups(config: Config, server: str | None = None, job: str | None = None) -> list[Located]:

@@ -1,24 +1,22 @@
-"""Run one backup job end to end: resolve it, dump, record the run in history.
+"""The backup action: resolve a job, dump it, record the run.
 
 Shared by ``sealdump backup`` and the daemon. Every run gets a history row, whatever its
-outcome, and one canonical log line with its figures.
+outcome, and one summary log line with its figures (``recorded_run``).
 """
 
 from __future__ import annotations
 
 import difflib
-import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime
 
 import structlog
 
+from sealdump.actions.recorded import MANUAL, RunContext, recorded_run
 from sealdump.archive.backup import BackupRef, new_backup_id
 from sealdump.backup.dump import DumpResult, dump
 from sealdump.config.model import Config, Job, Server
-from sealdump.errors import Interrupted, SealdumpError, UsageError
-from sealdump.history import recorded_run
+from sealdump.errors import UsageError
 from sealdump.keys import provider_for
 from sealdump.log import get_logger
 from sealdump.storage import storage_for
@@ -62,51 +60,42 @@ def _known(kind: str, names: Iterable[str], wanted: str) -> str:
     return f" (known {kind}: {listed}{hint})"
 
 
-def run_job(
-    config: Config,
-    server: Server,
-    job: Job,
-    trigger: str = "manual",
-    cancel: threading.Event | None = None,
-    scheduled_for: datetime | None = None,
+def run_backup(
+    config: Config, server: Server, job: Job, context: RunContext = MANUAL
 ) -> DumpResult:
     """Take one backup and record it; raises the run's error after recording it."""
     storage = storage_for(config.storages[job.storage])
     provider = provider_for(config.keys[job.key])
     ref = BackupRef(server.name, job.name, new_backup_id())
     structlog.contextvars.bind_contextvars(server=server.name, job=job.name, backup=ref.backup_id)
-    started = time.monotonic()
-    deadline = started + job.timeout.total_seconds() if job.timeout is not None else None
+    deadline = time.monotonic() + job.timeout.total_seconds() if job.timeout is not None else None
     try:
         with recorded_run(
             config.history_url,
             kind="backup",
             server=server.name,
             job=job.name,
-            trigger=trigger,
-            scheduled_for=scheduled_for,
+            trigger=context.trigger,
+            scheduled_for=context.scheduled_for,
             webhooks=job.webhooks,
             about={"server": server.name, "job": job.name, "backup_id": ref.backup_id},
+            metrics=context.metrics,
+            claimed=context.claimed,
         ) as run:
-            try:
-                result = dump(server, job, storage, provider, ref, cancel, deadline)
-            except SealdumpError as exc:
-                if not isinstance(exc, Interrupted):
-                    seconds = round(time.monotonic() - started, 3)
-                    log.error("backup failed", error=str(exc), seconds=seconds)
-                raise
+            result = dump(
+                server, job, storage, provider, ref, context.cancel, deadline, context.progress
+            )
             run.backup_id, run.bytes, run.rows = ref.backup_id, result.stored_bytes, result.rows
-            run.details = {"rows": result.rows, "stored_bytes": result.stored_bytes}
-        log.info(
-            "backup complete",
-            storage=storage.describe(),
-            tables=result.tables,
-            rows=result.rows,
-            plain_bytes=result.plain_bytes,
-            stored_bytes=result.stored_bytes,
-            objects=result.objects,
-            seconds=round(time.monotonic() - started, 3),
-        )
+            run.details = {
+                "rows": result.rows,
+                "stored_bytes": result.stored_bytes,
+                "plain_bytes": result.plain_bytes,
+                "tables": result.tables,
+                "objects": result.objects,
+            }
+        if context.metrics is not None:
+            context.metrics.stored_bytes.labels(server.name, job.name).set(result.stored_bytes)
+            context.metrics.rows.labels(server.name, job.name).set(result.rows)
     finally:
         structlog.contextvars.unbind_contextvars("server", "job", "backup")
     return result

@@ -1,18 +1,19 @@
-"""Schedules as operators write them, turned into APScheduler 3 triggers.
+"""Schedules as operators write them: crontab lines, ``every:`` intervals, time zones.
 
 Operators write crontab. APScheduler's ``CronTrigger.from_crontab`` is not crontab: it
 numbers weekdays from Monday (0 = Monday, not Sunday), treats ``*/2`` in the weekday field
 from Monday, and ANDs day-of-month with day-of-week where cron ORs them when both are
-restricted. So the cron text is parsed here into explicit sets and handed to APScheduler
-by name, which leaves no room for those differences.
+restricted. So the cron text is parsed here into explicit sets, which
+``sealdump.timetable`` hands to APScheduler by name, leaving no room for those
+differences. Parsing is part of the configuration (validation needs it); building triggers
+is the scheduler's.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 MACROS = {
@@ -25,7 +26,7 @@ MACROS = {
     "@hourly": "0 * * * *",
 }
 _MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
-_WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab order: 0 = Sunday
+WEEKDAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab order: 0 = Sunday
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ _FIELDS = (
     _Field("hour", 0, 23),
     _Field("day of month", 1, 31),
     _Field("month", 1, 12, _MONTHS),
-    _Field("day of week", 0, 7, [*_WEEKDAYS, "sun"]),
+    _Field("day of week", 0, 7, [*WEEKDAYS, "sun"]),
 )
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVERY = re.compile(r"^([1-9][0-9]{0,11})([smhd])$")
@@ -164,61 +165,3 @@ def parse_timezone(name: str) -> ZoneInfo:
             f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
         ) from exc
     return zone
-
-
-def _names(values: tuple[int, ...] | None, names: list[str] | None = None, low: int = 0) -> str:
-    if values is None:
-        return "*"
-    return ",".join(names[v - low] if names else str(v) for v in values)
-
-
-def cron_trigger(cron: Cron, timezone: ZoneInfo, jitter: int | None = None) -> Any:
-    """An APScheduler trigger that fires exactly when crontab would."""
-    from apscheduler.triggers.combining import OrTrigger
-    from apscheduler.triggers.cron import CronTrigger
-
-    def make(day: str, day_of_week: str) -> Any:
-        return CronTrigger(
-            minute=_names(cron.minute),
-            hour=_names(cron.hour),
-            day=day,
-            month=_names(cron.month),
-            day_of_week=day_of_week,
-            timezone=timezone,
-            jitter=jitter,
-        )
-
-    day = _names(cron.day)
-    # APScheduler's own weekday names, so its Monday-first numbering never comes into play.
-    weekday = _names(cron.day_of_week, _WEEKDAYS)
-    if cron.day is not None and cron.day_of_week is not None:
-        # crontab: when both day fields are restricted, either one matching is enough.
-        return OrTrigger([make(day, "*"), make("*", weekday)], jitter=jitter)
-    return make(day, weekday)
-
-
-# Interval schedules count from a fixed instant, not from when a daemon started, so that
-# daemons sharing a history agree on every fire time (and claim each run once).
-INTERVAL_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def interval_trigger(every: timedelta, timezone: ZoneInfo, jitter: int | None = None) -> Any:
-    """An APScheduler trigger firing every ``every``, on a grid anchored at INTERVAL_ORIGIN."""
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    return IntervalTrigger(
-        seconds=int(every.total_seconds()),
-        timezone=timezone,
-        jitter=jitter,
-        start_date=INTERVAL_ORIGIN,
-    )
-
-
-def latest_fire_time(trigger: Any, now: datetime, window: timedelta) -> datetime | None:
-    """The trigger's most recent fire time at or before ``now`` (looking back ``window``)."""
-    latest = None
-    moment = trigger.get_next_fire_time(None, now - window)
-    while moment is not None and moment <= now:
-        latest = moment
-        moment = trigger.get_next_fire_time(moment, moment + timedelta(microseconds=1))
-    return latest

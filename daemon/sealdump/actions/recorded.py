@@ -1,13 +1,16 @@
-"""``recorded_run``: the one place where a run's history row is kept.
+"""``recorded_run``: the one place where a run's bookkeeping is done.
 
-Backups, drills, prunes and restores run inside it: the row is started (after closing the
-runs of dead processes), its heartbeat kept while the run goes on, and its outcome written
-however the run ends; the job's webhooks hear of the start, success or failure.
+Every action (backup, drill, prune, restore, rewrap) runs inside it: the history row is
+started (after closing the runs of dead processes), its heartbeat kept while the run goes
+on, and its outcome written however the run ends; the job's webhooks hear of the start,
+success or failure; the metrics (when the daemon serves them) count the outcome; and the
+run ends with one summary log line. Engines do none of this themselves.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,16 +18,45 @@ from datetime import datetime
 from typing import Any
 
 from sealdump.errors import HistoryError, Interrupted, PartialFailure, SealdumpError
+from sealdump.history import History, Run, RunStatus
 from sealdump.history.damage import unreported_recoveries
-from sealdump.history.models import Run, RunStatus
-from sealdump.history.store import History
 from sealdump.log import get_logger
 from sealdump.monitoring import webhooks as hooks
+from sealdump.monitoring.metrics import Metrics
+from sealdump.progress import Progress
 
 log = get_logger(__name__)
 
 # How often a running run refreshes its heartbeat (its lease lasts store.LEASE_SECONDS).
 HEARTBEAT_SECONDS = 30.0
+
+
+@dataclass
+class ClaimedRun:
+    """The history row a daemon opened in the same transaction as its claim on a scheduled
+    run: from that instant the run is in history, and a daemon killed before the run
+    started leaves a ``running`` row that the next reader closes as ``interrupted``."""
+
+    id: int
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Why and how an action runs: by hand or on schedule, what may stop it, and where its
+    outcome is counted (the daemon's metrics; None for a command run by hand)."""
+
+    trigger: str = "manual"
+    scheduled_for: datetime | None = None
+    cancel: threading.Event | None = None
+    metrics: Metrics | None = None
+    claimed: ClaimedRun | None = None
+    # Who watches the engine work (the command line's progress bar on a terminal); None:
+    # nobody (the daemon, --json, a pipe).
+    progress: Progress | None = None
+
+
+MANUAL = RunContext()
 
 
 @dataclass
@@ -53,6 +85,8 @@ def recorded_run(
     backup_id: str | None = None,
     webhooks: Mapping[str, str] | None = None,
     about: Mapping[str, Any] | None = None,
+    metrics: Metrics | None = None,
+    claimed: ClaimedRun | None = None,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
 ) -> Iterator[RecordedRun]:
     """Record the run of the ``with`` body in history, and call ``webhooks``.
@@ -62,30 +96,38 @@ def recorded_run(
     ``SealdumpError`` is ``failed`` with its message; anything else is ``failed`` with
     "internal error: TypeName". The exception is always raised again. ``about`` is the
     webhook payload (default: server, job, kind); failures add ``error``, success adds the
-    handle's ``details``.
+    handle's ``details``, which also go into the summary log line. ``claimed``: the row
+    the daemon opened when it claimed this scheduled run, taken over by its first attempt.
     """
     urls = dict(webhooks or {})
     payload = dict(about) if about is not None else {"server": server, "job": job, "kind": kind}
     history = History(history_url)
+    started = time.monotonic()
     try:
         history.close_dead_runs()
         _report_recoveries(history_url, urls, payload)
-        row = history.open_run(
-            server,
-            job,
-            trigger,
-            kind,
-            scheduled_for,
-            target=target,
-            mode=mode,
-            backup_id=backup_id,
-        )
+        row = None
+        if claimed is not None and not claimed.adopted:
+            claimed.adopted = True
+            row = history.adopt_run(claimed.id, target=target, mode=mode, backup_id=backup_id)
+        if row is None:
+            row = history.open_run(
+                server,
+                job,
+                trigger,
+                kind,
+                scheduled_for,
+                target=target,
+                mode=mode,
+                backup_id=backup_id,
+            )
         handle = RecordedRun(row.id, backup_id=backup_id)
         heartbeat = _Heartbeat(history, row, heartbeat_seconds)
         hooks.call(urls, "start", payload)
         try:
             yield handle
         except BaseException as exc:
+            exc.add_note(f"{RECORDED_NOTE} {row.id}")
             status, error = outcome(exc)
             heartbeat.stop()
             try:
@@ -93,12 +135,55 @@ def recorded_run(
             except HistoryError as failure:  # the run's own error matters more
                 log.error("could not record the end of a run", run=row.id, error=str(failure))
             hooks.call(urls, "failure", {**payload, "error": error})
+            _summary(kind, server, job, handle, status, error, started, metrics, exc)
             raise
         heartbeat.stop()
         _close(history, row, handle, RunStatus.SUCCESS, None)
         hooks.call(urls, "success", {**payload, **handle.details})
+        _summary(kind, server, job, handle, RunStatus.SUCCESS, None, started, metrics)
     finally:
         history.close()
+
+
+def _summary(
+    kind: str,
+    server: str,
+    job: str,
+    handle: RecordedRun,
+    status: RunStatus,
+    error: str | None,
+    started: float,
+    metrics: Metrics | None,
+    exc: BaseException | None = None,
+) -> None:
+    """The run's one summary line, and its outcome in the metrics."""
+    seconds = round(time.monotonic() - started, 3)
+    figures = {
+        key: value
+        for key, value in {
+            "backup": handle.backup_id,
+            "rows": handle.rows,
+            "bytes": handle.bytes,
+        }.items()
+        if value is not None
+    }
+    fields = {"kind": kind, "status": status.value, "seconds": seconds, **figures}
+    if status is RunStatus.SUCCESS:
+        log.info(f"{kind} complete", **{**handle.details, **fields})
+    elif status is RunStatus.INTERRUPTED:
+        log.warning(f"{kind} interrupted", **fields)
+    else:
+        log.error(f"{kind} failed", **fields, error=error)
+    if metrics is not None:
+        metrics.record(server, job, kind, status.value, seconds, exc)
+
+
+RECORDED_NOTE = "recorded in history as run"
+
+
+def recorded(exc: BaseException) -> bool:
+    """Whether ``exc`` ended a run that ``recorded_run`` recorded (and logged)."""
+    return any(note.startswith(RECORDED_NOTE) for note in getattr(exc, "__notes__", ()))
 
 
 def outcome(exc: BaseException) -> tuple[RunStatus, str]:

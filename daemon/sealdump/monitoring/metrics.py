@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -22,6 +23,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from sealdump.errors import (
+    HistoryError,
+    IntegrityError,
+    KeyProviderError,
+    SourceError,
+    StorageError,
+    TimedOut,
+)
 from sealdump.history import recoveries
 from sealdump.log import get_logger
 
@@ -64,9 +73,55 @@ class Metrics:
             ["server", "job"],
             registry=self.registry,
         )
+        self.failures = Counter(
+            "sealdump_run_failures",
+            "Failed runs by the kind of error that ended them.",
+            ["server", "job", "kind", "reason"],
+            registry=self.registry,
+        )
+        self.interval = Gauge(
+            "sealdump_job_interval_seconds",
+            "The longest time between two scheduled runs of a job (alerts: overdue after 1.5x).",
+            ["server", "job", "kind"],
+            registry=self.registry,
+        )
         self.running = Gauge("sealdump_running_jobs", "Jobs running now.", registry=self.registry)
         self.jobs = Gauge("sealdump_scheduled_jobs", "Jobs scheduled.", registry=self.registry)
         self.registry.register(_HistoryRecoveries())
+
+    def record(
+        self,
+        server: str,
+        job: str,
+        kind: str,
+        status: str,
+        seconds: float,
+        error: BaseException | None = None,
+    ) -> None:
+        """Count one finished run of ``kind``: its outcome, duration, the time of its
+        success, or the kind of error that failed it."""
+        self.runs.labels(server, job, kind, status).inc()
+        self.duration.labels(server, job, kind).set(seconds)
+        if status == "success":
+            self.last_success.labels(server, job, kind).set(time.time())
+        elif status in ("failed", "partial") and error is not None:
+            self.failures.labels(server, job, kind, failure_reason(error)).inc()
+
+
+# What failed, as alerts group it: the error's class, most specific first.
+_REASONS: tuple[tuple[type[BaseException], str], ...] = (
+    (TimedOut, "timeout"),
+    (IntegrityError, "integrity"),
+    (SourceError, "source"),
+    (StorageError, "storage"),
+    (KeyProviderError, "key"),
+    (HistoryError, "history"),
+)
+
+
+def failure_reason(error: BaseException) -> str:
+    """``source``, ``storage``, ``key``, ``history``, ``integrity``, ``timeout`` or ``other``."""
+    return next((reason for kind, reason in _REASONS if isinstance(error, kind)), "other")
 
 
 class _HistoryRecoveries(Collector):
