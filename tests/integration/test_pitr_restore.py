@@ -269,3 +269,78 @@ def test_the_dump_alone_is_the_state_at_its_position(world: World, tmp_path: Pat
     assert outcome.point_in_time is not None
     assert outcome.point_in_time["transactions"] == 0
     assert restored_sums(world, "pitr_at_dump") == moment.sums
+
+
+def test_a_dump_whose_snapshot_is_newer_than_the_target_is_passed_over(world: World) -> None:
+    """A dump starts (its manifest's time) before it takes its snapshot: commits in between
+    are in it. A target in that interval must not get that later state: the older dump
+    and a replay give the state as of the target."""
+    far = int(datetime.now(UTC).timestamp()) + 10**6
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute(f"SET TIMESTAMP = {far}")  # committed now, stamped in the far future
+        cur.execute("UPDATE pitr.items SET amount = amount + 1")
+    config, server_name = world.config, "src"
+    server, job = resolve_job(config, server_name)
+    newer = run_backup(config, server, replace(job, databases=("pitr",)))
+    started = reader_for(config, locate(config, newer.ref.backup_id)).manifest().started_at
+    server, settings = resolve_capture(config, server_name)
+    run_pull(config, server, settings)
+    at = started + timedelta(seconds=1)  # after the newer dump started, before `far`
+    # The workload's commits are stamped 100 s after the first dump: up to `at`, only those
+    # stamped by then count (none when this runs quickly: the first dump's own state).
+    passed = [m for m in world.moments[1:] if m.seconds <= at.timestamp()]
+    expected = passed[-1] if passed else world.moments[0]
+    outcome = restore(
+        config,
+        RestoreRequest(
+            backup_id="latest",
+            server=server_name,
+            tables=("pitr.items",),
+            into_database="pitr_too_new",
+            at=at,
+        ),
+    )
+    assert outcome.point_in_time is not None
+    assert outcome.point_in_time["backup_id"] == world.backup_id  # not the newer dump
+    assert any(newer.ref.backup_id in why for why in outcome.point_in_time["skipped"])
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute("CHECKSUM TABLE pitr_too_new.items")
+        ((_, items),) = cur.fetchall()
+    assert items == expected.sums[0]
+
+
+def test_a_table_whose_foreign_key_cascades_is_refused(world: World) -> None:
+    """Rows a cascading foreign key changes are not in the binary log: replaying onto such
+    a table would silently keep rows the server deleted. Refused, and nothing changes."""
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE pitr.parent (id INT PRIMARY KEY)")
+        cur.execute(
+            "CREATE TABLE pitr.child (id INT PRIMARY KEY, parent INT, FOREIGN KEY (parent) "
+            "REFERENCES pitr.parent (id) ON DELETE CASCADE)"
+        )
+        cur.execute("INSERT INTO pitr.parent VALUES (1), (2)")
+        cur.execute("INSERT INTO pitr.child VALUES (10, 1), (20, 2)")
+    server, job = resolve_job(world.config, "src")
+    run_backup(world.config, server, replace(job, databases=("pitr",)))
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute("SET TIMESTAMP = DEFAULT")
+        cur.execute("DELETE FROM pitr.parent WHERE id = 1")  # child 10 goes, unlogged
+        after = position(cur)
+    capture, settings = resolve_capture(world.config, "src")
+    run_pull(world.config, capture, settings)
+    with pytest.raises(UsageError, match=r"pitr\.child has the foreign key .*ON DELETE CASCADE"):
+        restore(
+            world.config,
+            RestoreRequest(
+                backup_id="latest",
+                server="src",
+                tables=("pitr.child",),
+                into_database="pitr_cascade",
+                at_position=after,
+            ),
+        )
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute("SHOW DATABASES LIKE 'pitr\\_cascade'")
+        assert cur.fetchall() == ()
+        cur.execute("SHOW DATABASES LIKE '\\_sealdump\\_restore\\_%'")
+        assert cur.fetchall() == ()

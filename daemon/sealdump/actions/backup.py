@@ -81,6 +81,7 @@ def run_backup(
             about={"server": server.name, "job": job.name, "backup_id": ref.backup_id},
             metrics=context.metrics,
             claimed=context.claimed,
+            retry_pending=context.retry_pending,
         ) as run:
             result = dump(
                 server, job, storage, provider, ref, context.cancel, deadline, context.progress

@@ -171,7 +171,7 @@ def run_checks(
     unknown server or job.
     """
     selected = select_jobs(config, target)
-    _preload(config)
+    preload_azure(config)
     started = time.monotonic()
     history = _Task("history", 3 * timeout, _appending(probe_history, config, timeout))
     servers = {
@@ -235,7 +235,7 @@ _AZURE_MODULES = (
 )
 
 
-def _preload(config: Config) -> None:
+def preload_azure(config: Config) -> None:
     """Import, in this thread, what the probes' threads would otherwise import together."""
     azure = any(isinstance(s, AzureBlobStorage) for s in config.storages.values()) or any(
         isinstance(k, AzureKeyVaultKey) for k in config.keys.values()

@@ -155,6 +155,7 @@ def run_drill(
         about={"server": ref.server, "job": ref.job, "kind": "drill", "backup_id": ref.backup_id},
         metrics=context.metrics,
         claimed=context.claimed,
+        retry_pending=context.retry_pending,
     ) as run:
         report = drill(reader, target)
         run.rows = report.rows
@@ -187,5 +188,6 @@ def drill_latest(config: Config, job: Job, context: RunContext = MANUAL) -> list
         webhooks=job.webhooks,
         metrics=context.metrics,
         claimed=context.claimed,
+        retry_pending=context.retry_pending,
     ):
         raise UsageError(f"no complete backup of {job.server}/{job.name} to restore-test yet")

@@ -51,6 +51,8 @@ class RunContext:
     cancel: threading.Event | None = None
     metrics: Metrics | None = None
     claimed: ClaimedRun | None = None
+    # The daemon will try again after a transient failure of this attempt.
+    retry_pending: bool = False
     # Who watches the engine work (the command line's progress bar on a terminal); None:
     # nobody (the daemon, --json, a pipe).
     progress: Progress | None = None
@@ -87,6 +89,7 @@ def recorded_run(
     about: Mapping[str, Any] | None = None,
     metrics: Metrics | None = None,
     claimed: ClaimedRun | None = None,
+    retry_pending: bool = False,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
 ) -> Iterator[RecordedRun]:
     """Record the run of the ``with`` body in history, and call ``webhooks``.
@@ -98,6 +101,8 @@ def recorded_run(
     webhook payload (default: server, job, kind); failures add ``error``, success adds the
     handle's ``details``, which also go into the summary log line. ``claimed``: the row
     the daemon opened when it claimed this scheduled run, taken over by its first attempt.
+    ``retry_pending``: the daemon will try again after a transient failure of this attempt,
+    so such a failure is not counted in the metrics (the last attempt's outcome is).
     """
     urls = dict(webhooks or {})
     payload = dict(about) if about is not None else {"server": server, "job": job, "kind": kind}
@@ -108,8 +113,8 @@ def recorded_run(
         _report_recoveries(history_url, urls, payload)
         row = None
         if claimed is not None and not claimed.adopted:
-            claimed.adopted = True
             row = history.adopt_run(claimed.id, target=target, mode=mode, backup_id=backup_id)
+            claimed.adopted = row is not None
         if row is None:
             row = history.open_run(
                 server,
@@ -135,7 +140,10 @@ def recorded_run(
             except HistoryError as failure:  # the run's own error matters more
                 log.error("could not record the end of a run", run=row.id, error=str(failure))
             hooks.call(urls, "failure", {**payload, "error": error})
-            _summary(kind, server, job, handle, status, error, started, metrics, exc)
+            retried = retry_pending and isinstance(exc, SealdumpError) and exc.transient
+            _summary(
+                kind, server, job, handle, status, error, started, None if retried else metrics, exc
+            )
             raise
         heartbeat.stop()
         _close(history, row, handle, RunStatus.SUCCESS, None)

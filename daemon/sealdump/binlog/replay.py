@@ -81,6 +81,10 @@ class Replay:
         return sum(t.rows for t in self.transactions)
 
 
+class DumpTooNew(UsageError):
+    """A dump that started before a time target but whose snapshot holds later commits."""
+
+
 def covering(elements: Sequence[Element], position: Coordinate) -> list[Element]:
     """The segments of the covered window holding ``position``, from the one holding it on.
 
@@ -129,6 +133,13 @@ def read_replay(
             begin = Coordinate(file, first.log_pos - len(first.raw))
             end = Coordinate(file, transaction.end_position)
             if begin < start:
+                if target.seconds is not None and transaction.commit_timestamp > target.seconds:
+                    # Committed before the dump's snapshot yet after the target: the dump
+                    # (which started before the target) already holds a later state.
+                    raise DumpTooNew(
+                        f"a transaction committed after the target ({begin}) is already in "
+                        "the dump: its snapshot was taken after the target"
+                    )
                 continue
             if target.position is not None:
                 if begin >= target.position:

@@ -475,6 +475,23 @@ class History:
             log.warning("could not close dead runs in history", error=str(exc))
         return closed
 
+    def finish_if_running(self, run_id: int, status: RunStatus, *, error: str | None) -> bool:
+        """End run ``run_id`` as ``status`` if it is still ``running``; whether it was."""
+
+        def write(session: Session) -> bool:
+            result = session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.RUNNING.value)
+                .values(
+                    status=status.value,
+                    finished_at=_now(),
+                    error=redact(error) if error else error,
+                )
+            )
+            return bool(_rowcount(result))
+
+        return self._call(write, "write")
+
     def claim(self, job_key: str, fire_time: datetime, run: Run | None = None) -> bool:
         """Claim one scheduled run; False if another daemon already has it.
 

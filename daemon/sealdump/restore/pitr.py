@@ -24,7 +24,7 @@ from typing import Any
 from sealdump.archive.backup import BackupReader
 from sealdump.binlog.chain import ChainReader, Element
 from sealdump.binlog.events import BinlogError
-from sealdump.binlog.replay import Replay, Target, covering, read_replay
+from sealdump.binlog.replay import DumpTooNew, Replay, Target, covering, read_replay
 from sealdump.binlog.rows import Row, RowsEvent, literal
 from sealdump.binlog.segment import Coordinate
 from sealdump.binlog.status import chain_status
@@ -64,6 +64,7 @@ class PointInTime:
             "transactions": len(replay.transactions),
             "row_changes": replay.rows,
             "last_commit": _iso(replay.last_commit),
+            "skipped": self.skipped,
         }
 
 
@@ -155,7 +156,25 @@ def plan_point_in_time(
         if short:
             skipped.append(f"{label}: {short}")
             continue
-        replay = read_replay(reader, segments, position, target, tables(candidate))
+        earlier = [
+            e.index.last_commit
+            for e in status.elements
+            if e.index.kind != "gap" and e.index.end <= position and e.index.last_commit
+        ]
+        if target.seconds is not None and earlier and max(earlier) > target.seconds:
+            # Its manifest's start time is before the target, its snapshot after it.
+            skipped.append(f"{label}: its snapshot holds commits later than the target")
+            continue
+        try:
+            wanted = tables(candidate)
+        except UsageError as exc:  # this dump lacks a requested table: an older one may not
+            skipped.append(f"{label}: {exc}")
+            continue
+        try:
+            replay = read_replay(reader, segments, position, target, wanted)
+        except DumpTooNew as exc:
+            skipped.append(f"{label}: {exc}")
+            continue
         chosen = PointInTime(manifest.backup_id, manifest.job, position, target, replay, skipped)
         return candidate, chosen
     if not before_target and not skipped:
@@ -305,11 +324,41 @@ def placement(plan: RestorePlan, staging: dict[str, str]) -> dict[str, tuple[str
     return {t.source: (staging[t.target_database], t.target_name) for t in plan.tables}
 
 
+def _refuse_cascades(cursor: Any, places: dict[str, tuple[str, str]]) -> None:
+    """UsageError if a restored table has a foreign key whose action changes it (CASCADE,
+    SET NULL, SET DEFAULT): InnoDB does not log the rows such an action changes, so no
+    replay can bring them back. Checked on the staged copies, before any live table."""
+    wanted = {place: name for name, place in places.items()}
+    cursor.execute(
+        "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, DELETE_RULE, UPDATE_RULE "
+        "FROM information_schema.REFERENTIAL_CONSTRAINTS "
+        "WHERE DELETE_RULE NOT IN ('RESTRICT', 'NO ACTION') "
+        "OR UPDATE_RULE NOT IN ('RESTRICT', 'NO ACTION')"
+    )
+    for row in cursor.fetchall():
+        schema, table, constraint, on_delete, on_update = (str(v) for v in _values(row))
+        name = wanted.get((schema, table))
+        if name is not None:
+            raise UsageError(
+                f"{name} has the foreign key {constraint} (ON DELETE {on_delete}, ON UPDATE "
+                f"{on_update}): the rows such a key changes are not in the binary log, so "
+                f"{name} cannot be restored exactly as of a point in time; restore it from a "
+                "dump alone (without --at)"
+            )
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    return tuple(row.values()) if isinstance(row, dict) else tuple(row)
+
+
 def replay_hook(plan: RestorePlan, point: PointInTime) -> Callable[[Any, dict[str, str]], None]:
     """The ``staged`` hook of ``load.restore``: replay onto the staged tables."""
 
     def staged(cursor: Any, staging: dict[str, str]) -> None:
-        applied = apply_replay(cursor, point.replay, placement(plan, staging))
+        places = placement(plan, staging)
+        if point.replay.scanned:  # a cascade changes rows of tables its events never name
+            _refuse_cascades(cursor, places)
+        applied = apply_replay(cursor, point.replay, places)
         log.info(
             "binlog replayed onto staged tables",
             transactions=len(point.replay.transactions),

@@ -17,6 +17,7 @@ import contextlib
 import signal
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -25,7 +26,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from sealdump.actions.check import log_results, run_checks
+from sealdump.actions.check import log_results, preload_azure, run_checks
 from sealdump.actions.recorded import ClaimedRun, RunContext, recorded
 from sealdump.config import Config, load_config
 from sealdump.errors import ConfigError, Interrupted, SealdumpError
@@ -84,6 +85,9 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        # The Azure SDK's modules, imported here once: runs starting together (and the
+        # start-up check) importing them at once in several threads can deadlock.
+        preload_azure(self.config)
         self.scheduler.start()
         try:
             return self._serve()
@@ -183,9 +187,10 @@ class Daemon:
             self.scheduler.remove_job(key)
             gone = self._planned[key]
             labels = (gone.server, gone.job, gone.kind)
-            for gauge in (self.metrics.interval, self.metrics.last_success):
-                with contextlib.suppress(KeyError):  # never set for this job
-                    gauge.remove(*labels)
+            # Its last success stays: with it gone, the alert on jobs whose runs failed and
+            # never succeeded would fire for a job that no longer exists.
+            with contextlib.suppress(KeyError):  # never set for this job
+                self.metrics.interval.remove(*labels)
         for key, item in planned.items():
             self.scheduler.add_job(
                 self._execute,
@@ -277,7 +282,13 @@ class Daemon:
             self.metrics.running.inc()
             failure: BaseException | None = None
             try:
-                retrying(lambda: ACTIONS[kind](config, job, context), RETRY_DELAYS, self._stop)
+                retrying(
+                    lambda pending: ACTIONS[kind](
+                        config, job, replace(context, retry_pending=pending)
+                    ),
+                    RETRY_DELAYS,
+                    self._stop,
+                )
             except (SealdumpError, Interrupted) as exc:
                 failure = exc
                 if not recorded(exc):  # failed before its run was recorded: say it here
@@ -286,8 +297,9 @@ class Daemon:
                 failure = exc
                 log.exception("run crashed", kind=kind)
             finally:
-                if claimed is not None and not claimed.adopted:
-                    close_unstarted(config.history_url, claimed.id, failure)
+                if claimed is not None:
+                    labels = (server_name, job_name, kind)
+                    close_unstarted(config.history_url, claimed.id, failure, labels, self.metrics)
                 with self._lock:
                     self._running -= 1
                 self.metrics.running.dec()

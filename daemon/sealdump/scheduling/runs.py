@@ -19,9 +19,10 @@ from sealdump.actions.prune import after_backup
 from sealdump.actions.recorded import RunContext, outcome
 from sealdump.config import Config
 from sealdump.config.model import Job
-from sealdump.errors import SealdumpError
+from sealdump.errors import Interrupted, SealdumpError
 from sealdump.history import History, Run, RunStatus
 from sealdump.log import get_logger
+from sealdump.monitoring.metrics import Metrics
 from sealdump.timetable import Planned, latest_fire_time, next_fire_times
 
 log = get_logger(__name__)
@@ -35,20 +36,23 @@ MISFIRE_GRACE_SECONDS = 3600
 CATCH_UP_AFTER = timedelta(seconds=60)
 
 
-def retrying(attempt: Callable[[], T], delays: Sequence[float], stop: threading.Event) -> T:
-    """Call ``attempt``; after a transient failure wait ``delays[i]`` and call it again.
+def retrying(attempt: Callable[[bool], T], delays: Sequence[float], stop: threading.Event) -> T:
+    """Call ``attempt(retry_pending)``; after a transient failure wait ``delays[i]`` and call
+    it again. ``retry_pending`` tells an attempt whether a transient failure of its own
+    will be tried again (so that only the last one counts as the run's outcome).
 
-    Other failures, and the last transient one, are raised. A stop request ends the wait.
+    Other failures, and the last transient one, are raised. A stop request during a wait
+    ends it with ``Interrupted``.
     """
     for delay in (*delays, None):
         try:
-            return attempt()
+            return attempt(delay is not None)
         except SealdumpError as exc:
             if not exc.transient or delay is None:
                 raise
             log.warning("transient failure; retrying", error=str(exc), in_seconds=delay)
             if stop.wait(delay):
-                raise
+                raise Interrupted("stopped while waiting to retry") from exc
     raise AssertionError("unreachable")
 
 
@@ -93,9 +97,16 @@ def claim(history_url: str, key: str, due: datetime | None, run: Run | None = No
     return claimed
 
 
-def close_unstarted(history_url: str, run_id: int, error: BaseException | None) -> None:
-    """Close the row of a claimed run that ended before its action recorded anything (an
-    error before it could start): as ``outcome`` would have, never left ``running``."""
+def close_unstarted(
+    history_url: str,
+    run_id: int,
+    error: BaseException | None,
+    labels: tuple[str, str, str],
+    metrics: Metrics | None,
+) -> None:
+    """Close the row of a claimed run if it is still ``running``: the run ended before its
+    action recorded it (an error before it could start), or its end could not be written.
+    As ``outcome`` would have; counted in the metrics like any recorded run."""
     status, message = (
         outcome(error)
         if error is not None
@@ -103,11 +114,15 @@ def close_unstarted(history_url: str, run_id: int, error: BaseException | None) 
     )
     history = History(history_url)
     try:
-        history.finish(run_id, status, error=message)
+        if not history.finish_if_running(run_id, status, error=message):
+            return  # recorded by its action, as it should be
     except SealdumpError as exc:
         log.error("could not record the end of a run", run=run_id, error=str(exc))
+        return
     finally:
         history.close()
+    if metrics is not None:
+        metrics.record(*labels, status.value, 0.0, error)
 
 
 def interval_seconds(planned: Planned, now: datetime) -> float | None:

@@ -80,6 +80,7 @@ def test_the_first_attempt_takes_over_the_claimed_row_and_a_retry_gets_its_own(
     assert claim(url, "backup:db1/nightly", DUE, pending)
     assert pending.id is not None
     claimed = ClaimedRun(pending.id)
+    metrics = Metrics()
     for attempt in range(2):
         with (
             pytest.raises(StorageError),
@@ -91,6 +92,8 @@ def test_the_first_attempt_takes_over_the_claimed_row_and_a_retry_gets_its_own(
                 trigger="schedule",
                 scheduled_for=DUE,
                 claimed=claimed,
+                metrics=metrics,
+                retry_pending=attempt == 0,
             ),
         ):
             raise StorageError(f"attempt {attempt}: storage unreachable", transient=True)
@@ -102,6 +105,12 @@ def test_the_first_attempt_takes_over_the_claimed_row_and_a_retry_gets_its_own(
     ]
     assert all(r.status == RunStatus.FAILED.value for r in runs)
     assert all(r.scheduled_for == DUE for r in runs)
+    # A transient failure that will be retried is not the run's outcome: only the last counts.
+    scraped = generate_latest(metrics.registry).decode()
+    assert (
+        'sealdump_run_failures_total{job="nightly",kind="backup",reason="storage",server="db1"} 1.0'
+        in scraped
+    )
 
 
 def test_a_claimed_run_that_fails_before_it_starts_is_recorded_failed(
@@ -110,9 +119,20 @@ def test_a_claimed_run_that_fails_before_it_starts_is_recorded_failed(
     pending = new_run("db1", "nightly", "schedule", "drill", DUE)
     assert claim(url, "drill:db1/nightly", DUE, pending)
     assert pending.id is not None
-    close_unstarted(url, pending.id, StorageError("no such container"))
+    metrics = Metrics()
+    labels = ("db1", "nightly", "drill")
+    close_unstarted(url, pending.id, StorageError("no such container"), labels, metrics)
     [run] = history.runs("db1", "nightly", kind="drill")
     assert (run.status, run.error) == (RunStatus.FAILED.value, "no such container")
+    # Counted like any failed run; closing it again (already ended) changes and counts nothing.
+    close_unstarted(url, pending.id, None, labels, metrics)
+    [run] = history.runs("db1", "nightly", kind="drill")
+    assert run.error == "no such container"
+    scraped = generate_latest(metrics.registry).decode()
+    assert (
+        'sealdump_run_failures_total{job="nightly",kind="drill",reason="storage",server="db1"} 1.0'
+        in scraped
+    )
 
 
 def test_a_scheduled_drill_with_no_backup_is_a_failed_drill(

@@ -51,23 +51,26 @@ def test_transient_failures_are_retried_and_others_are_not() -> None:
 
     import pytest
 
-    from sealdump.errors import SourceError
+    from sealdump.errors import Interrupted, SourceError
     from sealdump.scheduling.runs import retrying
 
     calls: list[int] = []
+    pending: list[bool] = []
 
-    def flaky() -> str:
+    def flaky(retry_pending: bool) -> str:
         calls.append(1)
+        pending.append(retry_pending)
         if len(calls) < 3:
             raise SourceError("cannot connect to db1: connection refused", transient=True)
         return "done"
 
     assert retrying(flaky, (0.0, 0.0), threading.Event()) == "done"
     assert len(calls) == 3
+    assert pending == [True, True, False]  # the last attempt knows nothing follows
 
     calls.clear()
 
-    def denied() -> str:
+    def denied(_retry_pending: bool) -> str:
         calls.append(1)
         raise SourceError("access denied for user 'u'")
 
@@ -78,7 +81,7 @@ def test_transient_failures_are_retried_and_others_are_not() -> None:
     stop = threading.Event()
     stop.set()
     calls.clear()
-    with pytest.raises(SourceError, match="refused"):
+    with pytest.raises(Interrupted, match="stopped while waiting to retry"):
         retrying(flaky, (60.0,), stop)  # a stop request ends the wait at once
     assert len(calls) == 1
 
