@@ -75,13 +75,9 @@ def run_backup(
             kind="backup",
             server=server.name,
             job=job.name,
-            trigger=context.trigger,
-            scheduled_for=context.scheduled_for,
+            context=context,
             webhooks=job.webhooks,
             about={"server": server.name, "job": job.name, "backup_id": ref.backup_id},
-            metrics=context.metrics,
-            claimed=context.claimed,
-            retry_pending=context.retry_pending,
         ) as run:
             result = dump(
                 server, job, storage, provider, ref, context.cancel, deadline, context.progress

@@ -66,9 +66,7 @@ def run_pull(
             kind=KIND,
             server=server.name,
             job=JOB,
-            trigger=context.trigger,
-            scheduled_for=context.scheduled_for,
-            metrics=context.metrics,
+            context=context,
         ) as run:
             try:
                 result = capture.pull()

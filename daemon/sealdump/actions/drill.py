@@ -147,15 +147,11 @@ def run_drill(
         kind="drill",
         server=ref.server,
         job=ref.job,
-        trigger=context.trigger,
-        scheduled_for=context.scheduled_for,
+        context=context,
         target=target_name,
         backup_id=ref.backup_id,
         webhooks=job.webhooks if job is not None else None,
         about={"server": ref.server, "job": ref.job, "kind": "drill", "backup_id": ref.backup_id},
-        metrics=context.metrics,
-        claimed=context.claimed,
-        retry_pending=context.retry_pending,
     ) as run:
         report = drill(reader, target)
         run.rows = report.rows
@@ -182,12 +178,8 @@ def drill_latest(config: Config, job: Job, context: RunContext = MANUAL) -> list
         kind="drill",
         server=job.server,
         job=job.name,
-        trigger=context.trigger,
-        scheduled_for=context.scheduled_for,
+        context=context,
         target=target,
         webhooks=job.webhooks,
-        metrics=context.metrics,
-        claimed=context.claimed,
-        retry_pending=context.retry_pending,
     ):
         raise UsageError(f"no complete backup of {job.server}/{job.name} to restore-test yet")

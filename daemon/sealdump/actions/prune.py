@@ -60,8 +60,7 @@ def prune(
                 kind="prune",
                 server=item.server,
                 job=item.name,
-                trigger=context.trigger,
-                metrics=context.metrics,
+                context=context,
             )
         )
         try:

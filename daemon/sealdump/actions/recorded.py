@@ -80,16 +80,12 @@ def recorded_run(
     kind: str,
     server: str,
     job: str,
-    trigger: str = "manual",
-    scheduled_for: datetime | None = None,
+    context: RunContext = MANUAL,
     target: str | None = None,
     mode: str | None = None,
     backup_id: str | None = None,
     webhooks: Mapping[str, str] | None = None,
     about: Mapping[str, Any] | None = None,
-    metrics: Metrics | None = None,
-    claimed: ClaimedRun | None = None,
-    retry_pending: bool = False,
     heartbeat_seconds: float = HEARTBEAT_SECONDS,
 ) -> Iterator[RecordedRun]:
     """Record the run of the ``with`` body in history, and call ``webhooks``.
@@ -99,11 +95,14 @@ def recorded_run(
     ``SealdumpError`` is ``failed`` with its message; anything else is ``failed`` with
     "internal error: TypeName". The exception is always raised again. ``about`` is the
     webhook payload (default: server, job, kind); failures add ``error``, success adds the
-    handle's ``details``, which also go into the summary log line. ``claimed``: the row
-    the daemon opened when it claimed this scheduled run, taken over by its first attempt.
-    ``retry_pending``: the daemon will try again after a transient failure of this attempt,
-    so such a failure is not counted in the metrics (the last attempt's outcome is).
+    handle's ``details``, which also go into the summary log line. From ``context``: the
+    trigger and scheduled time recorded; the metrics counting the outcome; the row the
+    daemon opened when it claimed this scheduled run (taken over by its first attempt);
+    and whether a transient failure will be retried (then it is not counted: the last
+    attempt's outcome is).
     """
+    trigger, scheduled_for, metrics = context.trigger, context.scheduled_for, context.metrics
+    claimed = context.claimed
     urls = dict(webhooks or {})
     payload = dict(about) if about is not None else {"server": server, "job": job, "kind": kind}
     history = History(history_url)
@@ -140,7 +139,7 @@ def recorded_run(
             except HistoryError as failure:  # the run's own error matters more
                 log.error("could not record the end of a run", run=row.id, error=str(failure))
             hooks.call(urls, "failure", {**payload, "error": error})
-            retried = retry_pending and isinstance(exc, SealdumpError) and exc.transient
+            retried = context.retry_pending and isinstance(exc, SealdumpError) and exc.transient
             _summary(
                 kind, server, job, handle, status, error, started, None if retried else metrics, exc
             )

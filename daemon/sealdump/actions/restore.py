@@ -219,9 +219,8 @@ def _recorded(
         kind=kind,
         server=item.ref.server,
         job=item.ref.job,
-        trigger=context.trigger,
+        context=context,
         target=target,
         mode=mode,
         backup_id=item.ref.backup_id,
-        metrics=context.metrics,
     )

@@ -62,9 +62,8 @@ def rewrap(
             kind="rewrap",
             server=item.ref.server,
             job=item.ref.job,
-            trigger=context.trigger,
+            context=context,
             backup_id=item.ref.backup_id,
-            metrics=context.metrics,
         ) as run:
             rewrap_backup(
                 item.storage,

@@ -22,7 +22,7 @@ import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import update
 
-from sealdump.actions.recorded import recorded_run
+from sealdump.actions.recorded import RunContext, recorded_run
 from sealdump.errors import HistoryError, Interrupted, PartialFailure, SourceError
 from sealdump.history import History, RunStatus, recoveries
 from sealdump.history.models import Run
@@ -215,7 +215,8 @@ def test_recorded_run_closes_dead_runs_first(url: str, history: History) -> None
     child = child_with_a_run(url)
     child.send_signal(signal.SIGKILL)
     child.wait()
-    with recorded_run(url, kind="backup", server="db1", job="nightly", trigger="schedule"):
+    schedule = RunContext("schedule")
+    with recorded_run(url, kind="backup", server="db1", job="nightly", context=schedule):
         statuses = [run.status for run in history.runs()]
     assert statuses == ["running", "interrupted"]
 

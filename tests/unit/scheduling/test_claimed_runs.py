@@ -89,11 +89,9 @@ def test_the_first_attempt_takes_over_the_claimed_row_and_a_retry_gets_its_own(
                 kind="backup",
                 server="db1",
                 job="nightly",
-                trigger="schedule",
-                scheduled_for=DUE,
-                claimed=claimed,
-                metrics=metrics,
-                retry_pending=attempt == 0,
+                context=RunContext(
+                    "schedule", DUE, metrics=metrics, claimed=claimed, retry_pending=attempt == 0
+                ),
             ),
         ):
             raise StorageError(f"attempt {attempt}: storage unreachable", transient=True)
