@@ -24,14 +24,28 @@ from sealdump.storage import storage_for
 log = get_logger(__name__)
 
 
+def resolve_server(config: Config, name: str) -> Server:
+    """The configured server ``name``; UsageError naming the known ones."""
+    server = config.servers.get(name)
+    if server is None:
+        raise UsageError(f"unknown server {name!r}{_known('servers', config.servers, name)}")
+    return server
+
+
+def default_job(config: Config, server: Server) -> Job | None:
+    """The job a server without jobs is backed up with (the defaults' storage and key),
+    or None when there are no defaults. Handy for ad hoc runs."""
+    if config.default_storage is None or config.default_key is None:
+        return None
+    return Job(
+        name="manual", server=server.name, storage=config.default_storage, key=config.default_key
+    )
+
+
 def resolve_job(config: Config, target: str) -> tuple[Server, Job]:
     """``SERVER`` or ``SERVER/JOB`` -> the server and job; UsageError naming what exists."""
     server_name, _, job_name = target.partition("/")
-    server = config.servers.get(server_name)
-    if server is None:
-        raise UsageError(
-            f"unknown server {server_name!r}{_known('servers', config.servers, server_name)}"
-        )
+    server = resolve_server(config, server_name)
     if job_name:
         job = server.jobs.get(job_name)
         if job is None:
@@ -43,14 +57,12 @@ def resolve_job(config: Config, target: str) -> tuple[Server, Job]:
     if server.jobs:
         choices = ", ".join(f"{server_name}/{name}" for name in server.jobs)
         raise UsageError(f"server {server_name!r} has several jobs; name one: {choices}")
-    if config.default_storage is None or config.default_key is None:
+    job = default_job(config, server)
+    if job is None:
         raise UsageError(
             f"server {server_name!r} has no jobs and there is no defaults.storage/defaults.key"
         )
-    # A server without jobs is backed up whole with the defaults: handy for ad hoc runs.
-    return server, Job(
-        name="manual", server=server.name, storage=config.default_storage, key=config.default_key
-    )
+    return server, job
 
 
 def _known(kind: str, names: Iterable[str], wanted: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from sealdump.actions.backup import default_job, resolve_job, resolve_server
 from sealdump.actions.check_source import (
     Finding,
     Status,
@@ -50,7 +51,7 @@ from sealdump.config.model import (
 )
 from sealdump.config.model import Storage as StorageConfig
 from sealdump.config.secrets import redact_url
-from sealdump.errors import SealdumpError, UsageError
+from sealdump.errors import SealdumpError
 from sealdump.history import History
 from sealdump.history.models import Claim
 from sealdump.keys import provider_for
@@ -104,37 +105,22 @@ def select_jobs(config: Config, target: str | None) -> list[tuple[Server, list[J
     """The servers and jobs ``target`` (None, ``SERVER`` or ``SERVER/JOB``) names.
 
     A server without jobs is checked with the job ``sealdump backup SERVER`` would run (the
-    defaults), when there are defaults. UsageError names what exists.
+    defaults), when there are defaults. UsageError names what exists (as ``backup`` does).
     """
     if target is None:
         return [(server, _jobs_of(config, server)) for server in config.servers.values()]
-    server_name, _, job_name = target.partition("/")
-    server = config.servers.get(server_name)
-    if server is None:
-        known = ", ".join(sorted(config.servers)) or "none"
-        raise UsageError(f"unknown server {server_name!r} (known servers: {known})")
-    if not job_name:
-        return [(server, _jobs_of(config, server))]
-    job = server.jobs.get(job_name)
-    if job is None:
-        known = ", ".join(sorted(server.jobs)) or "none"
-        raise UsageError(f"server {server_name!r} has no job {job_name!r} (known jobs: {known})")
-    return [(server, [job])]
+    if "/" in target:
+        server, job = resolve_job(config, target)
+        return [(server, [job])]
+    server = resolve_server(config, target)
+    return [(server, _jobs_of(config, server))]
 
 
 def _jobs_of(config: Config, server: Server) -> list[Job]:
     if server.jobs:
         return list(server.jobs.values())
-    if config.default_storage is None or config.default_key is None:
-        return []
-    return [
-        Job(
-            name="manual",
-            server=server.name,
-            storage=config.default_storage,
-            key=config.default_key,
-        )
-    ]
+    job = default_job(config, server)
+    return [job] if job is not None else []
 
 
 class _Task:
