@@ -16,13 +16,20 @@ from typing import Any
 from sealdump.actions.locate import Located, all_backups, locate, reader_for
 from sealdump.actions.recorded import MANUAL, RecordedRun, RunContext, recorded_run
 from sealdump.archive.backup import BackupReader
+from sealdump.binlog.replay import parse_gtid
 from sealdump.config.model import Config, Server
 from sealdump.errors import UsageError
 from sealdump.keys import providers
 from sealdump.restore.load import RestoreReport
 from sealdump.restore.load import restore as restore_tables
 from sealdump.restore.objects import Mode
-from sealdump.restore.pitr import PointInTime, parse_position, plan_point_in_time, replay_hook
+from sealdump.restore.pitr import (
+    PointInTime,
+    parse_position,
+    plan_point_in_time,
+    replay_hook,
+    rows_hook,
+)
 from sealdump.restore.plan import plan_restore
 from sealdump.restore.rows import RowMode, RowReport, restore_rows
 from sealdump.restore.swap import LOCK_WAIT_SECONDS
@@ -51,11 +58,17 @@ class RestoreRequest:
     lock_wait: int = LOCK_WAIT_SECONDS
     at: datetime | None = None  # point in time (aware), with ``at_position`` exclusive
     at_position: str | None = None  # FILE:POS
+    at_gtid: str | None = None  # DOMAIN-SERVER-SEQUENCE (MariaDB) or UUID:N (MySQL)
 
     @property
     def rows_only(self) -> bool:
         """A row restore (``--where`` or ``--pk``) rather than a table restore."""
         return self.where is not None or bool(self.pk)
+
+    @property
+    def point_in_time(self) -> bool:
+        """A restore as of a target (``--at``, ``--at-position`` or ``--at-gtid``)."""
+        return any(t is not None for t in (self.at, self.at_position, self.at_gtid))
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ def restore(
     if request.mode == "append" and not request.rows_only:
         raise UsageError("--mode append is for row restores (--where or --pk)")
     point: PointInTime | None = None
-    if request.at is not None or request.at_position is not None:
+    if request.point_in_time:
         item, reader, point = _point_in_time(config, request)
     else:
         item = locate(config, request.backup_id, request.server, request.job)
@@ -120,10 +133,14 @@ def restore(
                 into_table=into,
                 dry_run=request.dry_run,
                 lock_wait_seconds=request.lock_wait,
+                staged=None if point is None else rows_hook(table, point),
             )
             if run is not None:
                 run.rows = report.inserted + report.replaced
-        return RestoreOutcome(item, destination, report)
+                if point is not None:
+                    run.details = {"point_in_time": point.summary()}
+        summary = None if point is None else point.summary()
+        return RestoreOutcome(item, destination, report, summary)
     table_mode: Mode = "replace" if request.mode == "replace" else "create"
     what = ", ".join(
         d.target if d.whole else ", ".join(t.target for t in d.tables) for d in plan.databases
@@ -156,11 +173,15 @@ def _point_in_time(
     config: Config, request: RestoreRequest
 ) -> tuple[Located, BackupReader, PointInTime]:
     """The dump to start from (the one named, or the newest usable with ``latest``) and the
-    binlog replay up to ``--at``/``--at-position``; UsageError saying why there is none."""
-    if request.rows_only:
-        raise UsageError("--at and --at-position restore whole tables; not with --where or --pk")
-    if request.at is not None and request.at_position is not None:
-        raise UsageError("give --at or --at-position, not both")
+    binlog replay up to ``--at``/``--at-position``/``--at-gtid``; UsageError saying why
+    there is none."""
+    given = [t for t in (request.at, request.at_position, request.at_gtid) if t is not None]
+    if len(given) > 1:
+        raise UsageError("give one of --at, --at-position and --at-gtid, not several")
+    # Malformed targets are refused before any storage is read.
+    position = None if request.at_position is None else parse_position(request.at_position)
+    if request.at_gtid is not None:
+        parse_gtid(request.at_gtid)
     if request.backup_id == "latest":
         items = all_backups(config, request.server, request.job)
         servers = sorted({i.ref.server for i in items})
@@ -190,6 +211,13 @@ def _point_in_time(
         plan = plan_restore(reader.manifest(), request.databases, request.tables)
         return {t.source for t in plan.tables}
 
+    def whole(reader: BackupReader) -> set[str]:
+        # A row restore takes rows of one table, never a database's objects.
+        if request.rows_only:
+            return set()
+        plan = plan_restore(reader.manifest(), request.databases, request.tables)
+        return {d.source for d in plan.databases if d.whole}
+
     reader, point = plan_point_in_time(
         readers(),
         storage_for(config.storages[server.binlog.storage]),
@@ -197,7 +225,9 @@ def _point_in_time(
         providers(config),
         tables,
         at=request.at,
-        at_position=None if request.at_position is None else parse_position(request.at_position),
+        at_position=position,
+        at_gtid=request.at_gtid,
+        databases=whole,
     )
     return found[id(reader)], reader, point
 

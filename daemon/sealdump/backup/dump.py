@@ -399,6 +399,8 @@ def _read_database(plain: Any, database: str, job: Job) -> _DatabasePlan:
         "create": plain.fetchone()[1],
         "tables": {},
         "views": {},
+        "sequences": {},  # name to state (catalog.read_sequence), filled as each is dumped
+        "history": {},  # versioned table to its [row start, row end] columns, history dumped
     }
     tables: list[tuple[catalog.Table, str]] = []
     for name, kind, engine, avg, rows in catalog.list_tables(plain, database):
@@ -408,7 +410,15 @@ def _read_database(plain: Any, database: str, job: Job) -> _DatabasePlan:
         if catalog.excluded(database, name, job.exclude_tables):
             continue
         schema["tables"][name] = catalog.show_create(plain, "TABLE", database, name)
-        tables.append((catalog.read_table(plain, database, name, engine, avg, rows), kind))
+        table = catalog.read_table(plain, database, name, engine, avg, rows, kind)
+        if table.period is not None:
+            schema["history"][name] = list(table.period)
+        elif kind == catalog.VERSIONED:
+            log.warning(
+                "versioned by transaction id: only the current rows are backed up",
+                table=f"{database}.{name}",
+            )
+        tables.append((table, kind))
     schema["view_order"] = catalog.order_views(schema["views"])
     schema.update(catalog.read_objects(plain, database))
     return _DatabasePlan(database, schema, tables)
@@ -443,6 +453,19 @@ def _dump_tables(
     def one(table: catalog.Table, kind: str) -> tuple[tuple[str, str], TableEntry, DumpResult]:
         part = DumpResult(result.ref)
         if kind == "SEQUENCE":
+            # No rows to dump: its state goes into the database's schema object.
+            halt()
+            cursor = idle.get()
+            try:
+                halt()
+                state = catalog.read_sequence(cursor, table.database, table.name)
+            except BaseException:
+                stop.failed.set()
+                raise
+            finally:
+                idle.put(cursor)
+            plan = next(p for p in plans if p.name == table.database)
+            plan.schema["sequences"][table.name] = state
             progress.table_done(f"{table.database}.{table.name}")
             return (table.database, table.name), _table_entry(table, kind, (), 0, ""), part
         halt()  # queued behind the stop: never started

@@ -1,8 +1,10 @@
 """SQL expressions that make the server format each row as an exact SQL literal tuple.
 
-Formatting in the server (``QUOTE``, ``HEX``, ``CAST``) measured on par with mariadb-dump,
-where formatting in Python was about five times slower. Each type is written so that
-inserting the literal back gives the same bytes:
+These expressions define the literal bytes of every type. Backups now read plain values
+and format them on the client with the same result (rowscan.py, _rowscan.c: half the
+server's CPU); the server still formats FLOAT, BIT and ZEROFILL columns, and everything
+where the scanner extension is not built. Each type is written so that inserting the
+literal back gives the same bytes:
 
 - numbers and YEAR as their decimal text (exact for integers and DECIMAL(65,30));
 - FLOAT through DOUBLE: the float's exact value printed with round-trip precision, where
@@ -18,33 +20,33 @@ from __future__ import annotations
 
 from sealdump.source.catalog import Column, quote_ident
 
-_NUMERIC = frozenset(
+NUMERIC_TYPES = frozenset(
     {"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year"}
 )
-_FLOAT = frozenset({"float", "double", "real", "double precision"})
-_BINARY = frozenset(
+FLOAT_TYPES = frozenset({"float", "double", "real", "double precision"})
+BINARY_TYPES = frozenset(
     {
         "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
         "geometry", "point", "linestring", "polygon", "multipoint", "multilinestring",
         "multipolygon", "geometrycollection", "geomcollection", "vector",
     }
 )  # fmt: skip
-_UTF8 = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
+UTF8_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii"})
 
 
 def literal(column: Column) -> str:
     """An expression giving ``column``'s value as SQL literal bytes (``NULL`` for NULL)."""
     name = quote_ident(column.name)
     kind = column.data_type
-    if kind in _NUMERIC:
+    if kind in NUMERIC_TYPES:
         text = f"IFNULL({name}, 'NULL')"
-    elif kind in _FLOAT:
+    elif kind in FLOAT_TYPES:
         text = f"IFNULL(CAST({name} AS DOUBLE), 'NULL')"
     elif kind == "bit":
         text = f"IFNULL(CAST({name} AS UNSIGNED), 'NULL')"
-    elif kind in _BINARY or column.charset == "binary":
+    elif kind in BINARY_TYPES or column.charset == "binary":
         text = f"IFNULL(CONCAT('X''', HEX({name}), ''''), 'NULL')"
-    elif column.charset is not None and column.charset.lower() not in _UTF8:
+    elif column.charset is not None and column.charset.lower() not in UTF8_CHARSETS:
         text = f"IFNULL(CONCAT('_{column.charset.lower()} X''', HEX({name}), ''''), 'NULL')"
     else:
         text = f"QUOTE({name})"

@@ -1,4 +1,5 @@
-"""One capture run: from the checkpoint (or a recorded gap) to the server's current end.
+"""Capture runs: one pass to the server's current end (``pull``), or one session of
+continuous capture (``follow``, the daemon's), from the checkpoint or a recorded gap.
 
 Resume: read the authenticated checkpoint, adopt any element a crash left one past it
 (written and complete, but the checkpoint not yet advanced), then ask the server for its
@@ -12,18 +13,31 @@ on rotation (so every segment lies in one binlog file), and is stored, confirmed
 checkpoint advanced. When the stream ends for any reason (its end, a lost connection, an
 unsupported event, a stop), the complete transactions already read are stored first; a
 transaction in flight is dropped and read again by the next run, from the last commit.
+
+Follow: a blocking dump with a replication heartbeat of a quarter of the segment age (at
+most 30 s), so that an idle stream still wakes up: a segment with pending transactions is
+closed when it would otherwise pass its age before the next heartbeat, i.e. it never sits
+unstored longer than ``segment_seconds``. The age counts from the segment's first
+transaction (an idle open segment is not "old"). A stop request shuts the session's socket
+down, so a blocked read ends at once; the complete transactions read are stored, and the
+session ends. A session also ends after recording a gap (the caller records and reports it
+before the next session starts at the gap's end) and at its ``until`` time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import pymysql
 
 from sealdump.binlog import events as ev
 from sealdump.binlog.chain import ChainReader, ChainWriter, Checkpoint
@@ -43,6 +57,30 @@ log = get_logger(__name__)
 
 FIRST_POSITION = 4  # after the 4-byte magic
 READ_TIMEOUT = 120  # seconds a non-blocking stream may stay silent
+MAX_HEARTBEAT = 30.0  # seconds between heartbeats of an idle blocking stream, at most
+MIN_HEARTBEAT = 0.5
+
+
+def heartbeat_seconds(segment_seconds: float) -> float:
+    """The replication heartbeat of a follow session: a quarter of the segment age, so a
+    segment is closed on age in time, within [0.5 s, 30 s]."""
+    return min(MAX_HEARTBEAT, max(MIN_HEARTBEAT, segment_seconds / 4))
+
+
+def follow_read_timeout(heartbeat: float) -> float:
+    """How long a follow session waits for any packet before taking the connection for
+    lost: three missed heartbeats, and never less than 30 s."""
+    return max(30.0, 3 * heartbeat)
+
+
+class Observer(Protocol):
+    """Told what a follow session achieves, as it happens (the daemon's metrics)."""
+
+    def stored(self, server: str, last_commit: int | None) -> None:
+        """A segment was stored; ``last_commit``: its last transaction's commit time."""
+
+    def caught_up(self, server: str) -> None:
+        """The stream is at the server's end and every transaction read is stored."""
 
 
 @dataclass
@@ -86,6 +124,7 @@ class Capture:
     spool_dir: Path
     cancel: threading.Event | None = None
     deadline: float | None = None  # time.monotonic() past which the run stops
+    observer: Observer | None = None
     result: PullResult = field(init=False)
 
     def __post_init__(self) -> None:
@@ -95,11 +134,27 @@ class Capture:
 
     def pull(self) -> PullResult:
         """Capture up to the server's current end (non-blocking), then return."""
+        return self._run(follow=False, until=None)
+
+    def follow(self, until: float | None = None) -> PullResult:
+        """One session of continuous capture (a blocking dump): it returns, having stored
+        every complete transaction read, when ``cancel`` is set (Interrupted), when
+        ``until`` (``time.monotonic()``) has passed, or right after recording a gap; a lost
+        connection raises (transient SourceError) after the same storing."""
+        return self._run(follow=True, until=until)
+
+    def _session(self, *, follow: bool, until: float | None) -> PullResult:
+        self.result = PullResult(self.server.name)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
+        heartbeat = heartbeat_seconds(self.settings.segment_seconds)
+        timeout = follow_read_timeout(heartbeat) if follow else READ_TIMEOUT
         with _exclusive(self.spool_dir / f"{self.server.name}.lock", self.server.name):
             head = self._resume()
+            self.result.head = head
             for _attempt in range(3):
-                conn = connect(self.server, read_timeout=READ_TIMEOUT, write_timeout=READ_TIMEOUT)
+                self._check_stop()
+                conn = connect(self.server, read_timeout=timeout, write_timeout=timeout)
+                stopper = _Stopper(conn, self.cancel) if follow else None
                 try:
                     identity, findings = _inspect(conn, self.server)
                     self._preflight(findings)
@@ -107,10 +162,13 @@ class Capture:
                     if not files:
                         raise SourceError(f"{self.server.name}: the server lists no binary logs")
                     head, start = self._start(head, identity, files)
+                    self.result.head = head
                     if self.result.start is None:
                         self.result.start = start
+                    if follow and self.result.gaps:
+                        return self.result  # reported before the next session goes on
                     try:
-                        head = self._stream(conn, head, identity, start)
+                        head = self._stream(conn, head, identity, start, follow, until)
                         self.result.head = head
                         return self.result
                     except DumpRefused:
@@ -128,9 +186,33 @@ class Capture:
                             "before (its FORMAT_DESCRIPTION time differs: RESET MASTER or a "
                             "restored server)",
                         )
+                        self.result.head = head
+                        if follow:
+                            return self.result
                 finally:
+                    if stopper is not None:
+                        stopper.done()
                     conn.close()
             raise SourceError(f"{self.server.name}: capture could not find a start after a gap")
+
+    def _run(self, *, follow: bool, until: float | None) -> PullResult:
+        """``_session``, with a driver error said as a SourceError (lost: transient), and
+        any error of a follow session that was told to stop said as the stop it is."""
+        try:
+            return self._session(follow=follow, until=until)
+        except pymysql.err.MySQLError as exc:
+            if follow and self._stopping():
+                raise Interrupted("binlog capture stopped") from None
+            code = exc.args[0] if exc.args else None
+            raise SourceError(
+                f"binlog capture of {self.server.name}: MySQL error {code}: "
+                f"{exc.args[1] if len(exc.args) > 1 else exc}",
+                transient=isinstance(exc, pymysql.err.OperationalError),
+            ) from None
+        except SealdumpError:
+            if follow and self._stopping():
+                raise Interrupted("binlog capture stopped") from None
+            raise
 
     def _preflight(self, findings: Findings) -> None:
         for warning in findings.warnings:
@@ -233,20 +315,41 @@ class Capture:
         return self.writer.append(index, None, 0)
 
     def _stream(
-        self, conn: Any, head: Checkpoint | None, identity: Identity, start: Coordinate
+        self,
+        conn: Any,
+        head: Checkpoint | None,
+        identity: Identity,
+        start: Coordinate,
+        follow: bool = False,
+        until: float | None = None,
     ) -> Checkpoint | None:
-        """Read from ``start`` to the server's end, storing segments as they close."""
-        checksum = start_dump(conn, self.settings.server_id, start, non_blocking=True)
-        state = _Stream(self, head, identity, start, checksum)
+        """Read from ``start`` (to the server's end, or on until a stop when following),
+        storing segments as they close."""
+        heartbeat = heartbeat_seconds(self.settings.segment_seconds)
+        checksum = start_dump(
+            conn,
+            self.settings.server_id,
+            start,
+            non_blocking=not follow,
+            heartbeat_seconds=heartbeat if follow else 30.0,
+        )
+        state = _Stream(self, head, identity, start, checksum, heartbeat if follow else 0.0)
         try:
             for event in read_events(conn, checksum, start):
                 self._check_stop()
                 state.take(event)
+                if until is not None and time.monotonic() >= until:
+                    break
         except BaseException:
             state.flush()
+            if self._stopping():  # our own socket shutdown ended the read: a stop
+                raise Interrupted("binlog capture stopped") from None
             raise
         state.flush()
         return state.head
+
+    def _stopping(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
 
     def _check_stop(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -265,8 +368,12 @@ class _Stream:
         identity: Identity,
         start: Coordinate,
         checksum: bool,
+        lead: float = 0.0,
     ) -> None:
         self.capture = capture
+        # Follow sessions close a segment on age this much early: the next chance to look
+        # (a heartbeat) may be that far off.
+        self.lead = lead
         self.head = head
         self.identity = identity
         self.checksum = checksum
@@ -291,11 +398,16 @@ class _Stream:
             self._format_description(event)
         elif kind is ev.Kind.FILE:
             self._maybe_close()  # heartbeats, GTID lists, checkpoints: nothing stored
+            if event.type in (ev.HEARTBEAT, ev.HEARTBEAT_V2):
+                self._idle()
         else:
             if self.builder is None:
                 raise BinlogError("a binlog event arrived before its file's FORMAT_DESCRIPTION")
             transaction = self.grouper.feed(event)
             if transaction is not None:
+                if not self.builder.transactions:
+                    # The age counts from the first transaction waiting to be stored.
+                    self.builder.opened = time.monotonic()
                 self.builder.add(transaction)
                 self.position = transaction.end_position
                 self._maybe_close()
@@ -337,9 +449,19 @@ class _Stream:
         settings = self.capture.settings
         if builder is None or not builder.transactions:
             return
-        if builder.size >= settings.segment_bytes or builder.age >= settings.segment_seconds:
+        if (
+            builder.size >= settings.segment_bytes
+            or builder.age + self.lead >= settings.segment_seconds
+        ):
             self._close(Coordinate(self.file, self.position), self.created)
             self._open()
+
+    def _idle(self) -> None:
+        """A heartbeat: the server has nothing more to send; caught up if all is stored."""
+        observer = self.capture.observer
+        nothing_pending = self.builder is None or not self.builder.transactions
+        if observer is not None and nothing_pending and not self.grouper.pending:
+            observer.caught_up(self.capture.server.name)
 
     def _close(self, end: Coordinate, end_created: int) -> None:
         builder = self.builder
@@ -357,6 +479,8 @@ class _Stream:
             result.transactions += builder.transactions
             result.events += builder.events
             result.image_bytes += builder.size
+            if self.capture.observer is not None and builder.transactions:
+                self.capture.observer.stored(self.capture.server.name, builder.last_commit)
             log.info(
                 "binlog segment stored",
                 server=self.capture.server.name,
@@ -396,6 +520,38 @@ def _inspect(conn: Any, server: Server) -> tuple[Identity, Findings]:
 def _who(identity: Identity) -> str:
     uuid = f", server_uuid {identity.server_uuid}" if identity.server_uuid else ""
     return f"{identity.product} server_id {identity.server_id}{uuid}"
+
+
+class _Stopper:
+    """Ends a follow session's blocked read when ``cancel`` is set: its socket is shut down
+    (the plain socket's shutdown, under TLS too), so the read fails at once."""
+
+    def __init__(self, conn: Any, cancel: threading.Event | None) -> None:
+        self.conn = conn
+        self.cancel = cancel
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cancel is not None:
+            self._thread = threading.Thread(
+                target=self._watch, name="sealdump-capture-stop", daemon=True
+            )
+            self._thread.start()
+
+    def _watch(self) -> None:
+        assert self.cancel is not None  # noqa: S101 - started only with one
+        while not self._done.is_set():
+            if self.cancel.wait(0.2):
+                sock = getattr(self.conn, "_sock", None)
+                if sock is not None and not self._done.is_set():
+                    with contextlib.suppress(OSError):  # already closed
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                return
+
+    def done(self) -> None:
+        """The session is over: stop watching."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 @contextmanager

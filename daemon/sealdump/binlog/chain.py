@@ -6,6 +6,7 @@ Layout under the storage root (docs/format.md, section 9)::
     SERVER/_binlog/e/EPOCH/signature     the epoch's signature: this data key is the writer's
     SERVER/_binlog/s/SEQUENCE-RANDOM     chain elements (segments and gaps), encrypted
     SERVER/_binlog/checkpoint            the head of the chain and where capture resumes
+    SERVER/_binlog/start                 the chain's first element once older ones were pruned
 
 A data key per epoch, not per segment nor per chain: an epoch is one capture run (a
 ``binlog pull``, a daemon's capture task), so the key is wrapped and signed once per run,
@@ -20,6 +21,14 @@ An element is written, then confirmed in storage at the size written, and only t
 the checkpoint advanced; a crash between the two leaves an element one past the
 checkpoint, which the next run adopts if it opens and links to the head (rolling forward,
 never rewriting what exists), or reports and ignores if it does not.
+
+Retention (``retention.prune``) removes the oldest elements no kept dump needs. A chain
+does not "begin at its oldest surviving element": storage could then drop any prefix
+unseen. It begins at element 1, or at the element an authenticated ``start`` marker names
+(by sequence, name and stored SHA-256), written before anything older is deleted and
+encrypted under that element's epoch key. Whoever lacks the key can delete or replay the
+marker, but an older marker only names an earlier start (its missing elements are then
+reported), and none names a later one, so a truncated chain is never taken as complete.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ log = get_logger(__name__)
 ROOT = "_binlog"
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = "sealdump-binlog-checkpoint/1"
+START = "start"
+START_FORMAT = "sealdump-binlog-start/1"
 EPOCH_LABEL = b"sealdump/v1/binlog-epoch"
 CHECKPOINT_MAX = 64 * 1024
 KEYS_MAX = 64 * 1024
@@ -142,6 +153,55 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class ChainStart:
+    """Where the chain begins once older elements were pruned (docs/format.md, 9.5).
+
+    Stored as ``start`` under the epoch key of the element it names, so only a holder of a
+    configured KEK can write one, and its name (bound into the key derivation) keeps the
+    checkpoint, or an element, from being passed off as it.
+    """
+
+    server: str
+    sequence: int
+    name: str  # the first element's name, relative to the chain prefix
+    sha256: str  # of that element as stored
+
+    def to_json(self) -> bytes:
+        """The stored plaintext."""
+        return json.dumps(
+            {
+                "format": START_FORMAT,
+                "server": self.server,
+                "sequence": self.sequence,
+                "name": self.name,
+                "sha256": self.sha256,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, label: str) -> ChainStart:
+        """Parse the stored plaintext; IntegrityError naming ``label``."""
+        raw = parse_json(data, label)
+        fields = {"format", "server", "sequence", "name", "sha256"}
+        if not isinstance(raw, dict) or set(raw) != fields or raw["format"] != START_FORMAT:
+            raise IntegrityError(f"{label}: not a {START_FORMAT}")
+        sequence, name = raw["sequence"], raw["name"]
+        if (
+            not isinstance(raw["server"], str)
+            or not isinstance(sequence, int)
+            or isinstance(sequence, bool)
+            or sequence < 1
+            or not isinstance(name, str)
+            or parse_element_name(name) != sequence
+            or not isinstance(raw["sha256"], str)
+            or not re.fullmatch(r"[0-9a-f]{64}", raw["sha256"])
+        ):
+            raise IntegrityError(f"{label}: damaged fields")
+        return cls(raw["server"], sequence, name, raw["sha256"])
+
+
+@dataclass(frozen=True)
 class Element:
     """One chain element as read: its index, name and stored size (and hash, once read)."""
 
@@ -149,6 +209,7 @@ class Element:
     index: Index
     stored_bytes: int
     sha256: str | None  # None when only the index was read
+    epoch: str = ""  # whose data key it opened under (from its authenticated header)
 
 
 def element_name(sequence: int) -> str:
@@ -241,6 +302,14 @@ class ChainReader:
         self.providers = providers
         self.prefix = prefix(server)
         self._keys: dict[str, bytes] = {}
+        self._envelopes: dict[str, Envelope] = {}
+        # Object name -> the epoch it opened under: what prune must not delete.
+        self.opened: dict[str, str] = {}
+
+    def envelope(self, epoch: str) -> Envelope:
+        """An epoch's key envelope, as verified by ``data_key``."""
+        self.data_key(epoch)
+        return self._envelopes[epoch]
 
     def data_key(self, epoch: str) -> bytes:
         """An epoch's data key, once its signature by a configured key verified."""
@@ -263,6 +332,7 @@ class ChainReader:
             message = epoch_message(self.server, epoch, envelope.dek_id)
             sig.verify_signature(signature, message, envelope, self.providers, label)
             self._keys[epoch] = unwrap_envelope(envelope, self.providers)
+            self._envelopes[epoch] = envelope
         return self._keys[epoch]
 
     def _open(self, name: str, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -275,6 +345,8 @@ class ChainReader:
                 break
         header = fmt.parse_header(bytes(first), f"{self.prefix}{name}")
         dek = self.data_key(header.backup_id)
+        # The key commitment, checked before the first byte is released, proves the epoch.
+        self.opened[name] = header.backup_id
 
         def rest() -> Iterator[bytes]:
             yield bytes(first)
@@ -296,6 +368,29 @@ class ChainReader:
             )
         return checkpoint
 
+    def start(self) -> ChainStart | None:
+        """The authenticated start marker, or None when the chain begins at element 1."""
+        full = self.prefix + START
+        if not self.storage.exists(full):
+            return None
+        data = read_capped(self.storage, full, CHECKPOINT_MAX)
+        plain = b"".join(self._open(START, iter([data])))
+        start = ChainStart.from_json(plain, f"binlog chain start of {self.server}")
+        if start.server != self.server:
+            raise IntegrityError(
+                f"the binlog chain start of {self.server} names server {start.server}: moved"
+            )
+        return start
+
+    def epochs(self) -> dict[str, list[str]]:
+        """Stored epoch objects (``keys.json``, ``signature``) by epoch id, full names."""
+        found: dict[str, list[str]] = {}
+        for full in self.storage.list(self.prefix + "e/"):
+            parts = full.removeprefix(self.prefix).split("/")
+            if len(parts) == 3 and parts[0] == "e":
+                found.setdefault(parts[1], []).append(full)
+        return found
+
     def listing(self) -> dict[int, list[tuple[str, int]]]:
         """Element names by sequence number, with stored sizes (one listing)."""
         found: dict[int, list[tuple[str, int]]] = {}
@@ -312,7 +407,7 @@ class ChainReader:
         plain = self._open(name, self.storage.read(self.prefix + name))
         index, _ = split_index(plain, label)
         self._check_place(index, name, label)
-        return Element(name, index, stored, None)
+        return Element(name, index, stored, None, self.opened[name])
 
     def read(self, name: str) -> tuple[Element, bytes]:
         """Read a whole element: its index, image (checked against the index) and hash."""
@@ -335,10 +430,68 @@ class ChainReader:
             or hashlib.sha256(image).hexdigest() != index.image_sha256
         ):
             raise IntegrityError(f"{label}: its image does not match its index")
-        return Element(name, index, stored, digest.hexdigest()), image
+        return Element(name, index, stored, digest.hexdigest(), self.opened[name]), image
 
     def _check_place(self, index: Index, name: str, label: str) -> None:
         if index.server != self.server or index.sequence != parse_element_name(name):
             raise IntegrityError(
                 f"{label} says it is {index.server} #{index.sequence}: moved or replayed"
             )
+
+
+def store_start(reader: ChainReader, start: ChainStart, epoch: str) -> None:
+    """Write the chain's start marker under ``epoch``'s key (the named element's epoch) and
+    check storage holds it at the size written: only then may anything older go."""
+    data = b"".join(fmt.encrypt([start.to_json()], reader.data_key(epoch), epoch, START))
+    full = reader.prefix + START
+    size = reader.storage.write(full, [data])
+    found = reader.storage.sizes(full).get(full)
+    if found != size:
+        raise StorageError(
+            f"{full} is not in storage {reader.storage.describe()} at the size written "
+            f"({found} bytes found, {size} written): nothing pruned",
+            transient=True,
+        )
+
+
+@dataclass(frozen=True)
+class EpochRewrap:
+    """What ``rewrap_epoch`` did to one epoch."""
+
+    epoch: str
+    before: list[str]  # key ids of the wrappings it had
+    key_id: str  # the key it is wrapped under now
+    changed: bool
+
+
+def rewrap_epoch(
+    reader: ChainReader, epoch: str, destination: KeyProvider, wrapping: Wrapping | None = None
+) -> EpochRewrap:
+    """Re-wrap an epoch's data key under ``destination`` and re-sign the epoch by it.
+
+    The old signature is verified first (``data_key``): an epoch that fails it is refused,
+    never re-signed. As for a backup (``archive.backup.rewrap``), the new wrapping is stored
+    beside the old ones, then the new signature (same message: the server, epoch and data
+    key do not change), then the new wrapping alone: at every moment the epoch's signature
+    verifies with the wrappings it has. Elements, the checkpoint and the start marker are
+    encrypted under the data key, which does not change: they are not touched.
+
+    ``wrapping``: the data key already wrapped by ``destination`` (a caller that first
+    looked whether anything changes), else it is wrapped here.
+    """
+    dek = reader.data_key(epoch)
+    envelope = reader.envelope(epoch)
+    wrapping = wrapping or destination.wrap(dek)
+    before = [w.key_id for w in envelope.wrappings]
+    if before == [wrapping.key_id]:
+        return EpochRewrap(epoch, before, wrapping.key_id, False)
+    envelope.check(dek, wrapping.key_id)
+    base = f"{reader.prefix}e/{epoch}/"
+    both = Envelope(epoch, envelope.dek_id, [wrapping, *envelope.wrappings])
+    reader.storage.write(base + "keys.json", [both.to_json()])
+    message = epoch_message(reader.server, epoch, envelope.dek_id)
+    signature = destination.sign(message, dek, wrapping)
+    reader.storage.write(base + sig.SIGNATURE, [sig.to_json(signature)])
+    final = Envelope(epoch, envelope.dek_id, [wrapping])
+    reader.storage.write(base + "keys.json", [final.to_json()])
+    return EpochRewrap(epoch, before, wrapping.key_id, True)

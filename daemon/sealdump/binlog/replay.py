@@ -11,7 +11,12 @@ A DDL statement that touches a restored table inside that stretch is refused bef
 anything changes: a replay of rows across a change of structure would decode them against
 the wrong columns. The check is conservative (any statement naming the table, or its whole
 database), since a missed DDL would corrupt silently and an extra refusal only asks for a
-later dump.
+later dump. When whole databases are restored, any DDL in one of them is refused too: a
+table created after the dump is not in it, so the database as of the target would lack it.
+
+A GTID target (``find_gtid``) is turned into the position just after that transaction,
+found by reading the segments whose index may hold it; the replay then stops there as at
+any position.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ _CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE\s+SAVEPOINT
 _DATABASE_DDL = re.compile(
     r"^\s*(/\*.*?\*/\s*)*(DROP|ALTER|CREATE)\s+(DATABASE|SCHEMA)\b", re.I | re.S
 )
+_MARIADB_GTID = re.compile(r"^(\d{1,10})-(\d{1,10})-(\d{1,20})$")
+_MYSQL_GTID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}:[1-9]\d{0,18}$")
 
 
 @dataclass(frozen=True)
@@ -111,12 +118,15 @@ def read_replay(
     start: Coordinate,
     target: Target,
     tables: set[str],
+    databases: frozenset[str] = frozenset(),
 ) -> Replay:
     """Decode the window from ``start`` up to ``target``, keeping ``tables``' row events.
 
+    ``databases``: those restored whole, in which any DDL on the way is refused.
     UsageError when the target is not reached inside the window (a time past its last
     captured commit, a position past its end or inside a transaction) or a DDL touches one
-    of ``tables`` on the way; BinlogError on anything the decoder cannot read exactly.
+    of ``tables`` (or ``databases``) on the way; BinlogError on anything the decoder cannot
+    read exactly.
     """
     replay = Replay(start, target, start)
     reached = False
@@ -159,7 +169,7 @@ def read_replay(
                 reached = True
                 break
             replay.scanned += 1
-            _check_ddl(transaction, checksum, tables, end)
+            _check_ddl(transaction, checksum, tables, end, databases)
             found = changes(transaction, checksum, tables)
             if found:
                 gtid = transaction.gtid.text if transaction.gtid else None
@@ -209,14 +219,28 @@ def transactions(image: bytes, name: str) -> Iterator[tuple[Transaction, bool]]:
         raise IntegrityError(f"binlog segment {name}: ends inside a transaction")
 
 
-def _check_ddl(transaction: Transaction, checksum: bool, tables: set[str], end: Coordinate) -> None:
-    """Refuse a statement other than BEGIN/COMMIT that may touch a restored table."""
+def _check_ddl(
+    transaction: Transaction,
+    checksum: bool,
+    tables: set[str],
+    end: Coordinate,
+    databases: frozenset[str] = frozenset(),
+) -> None:
+    """Refuse a statement other than BEGIN/COMMIT that may touch a restored table, or any
+    such statement in a database restored whole."""
     for event in transaction.events:
         if event.type != ev.QUERY:
             continue
         schema, text = ev.query_text(event, checksum)
         if _CONTROL.match(text):
             continue
+        whole = sorted(d for d in databases if _names_database(text, schema, d))
+        if whole:
+            raise UsageError(
+                f"a DDL statement ending at {end} changes the database {', '.join(whole)} "
+                f"between the dump and the target ({text[:80]!r}): the dump does not hold what "
+                "it made or changed; choose a target before it, or a dump taken after it"
+            )
         touched = sorted(t for t in tables if _names(text, schema, t))
         if touched:
             raise UsageError(
@@ -226,15 +250,26 @@ def _check_ddl(transaction: Transaction, checksum: bool, tables: set[str], end: 
             )
 
 
+def _words(text: str) -> set[str]:
+    """Every identifier-like word of a statement, backquoted or bare, lower case."""
+    return {
+        (quoted.replace("``", "`") or bare).lower()
+        for quoted, bare in re.findall(r"`((?:[^`]|``)+)`|(\w+)", text)
+    }
+
+
+def _names_database(text: str, schema: str, database: str) -> bool:
+    """Whether a statement may touch anything in ``database``: it names it, or runs with it
+    as default schema."""
+    return database.lower() in _words(text) or schema.lower() == database.lower()
+
+
 def _names(text: str, schema: str, table: str) -> bool:
     """Whether a statement may touch ``db.table``: it names the table (in that database or
     with it as default schema) or is a DATABASE-level statement on that database."""
     database, _, name = table.partition(".")
-    words = {
-        (quoted.replace("``", "`") or bare).lower()
-        for quoted, bare in re.findall(r"`((?:[^`]|``)+)`|(\w+)", text)
-    }
-    mentions_db = database.lower() in words or schema.lower() == database.lower()
+    words = _words(text)
+    mentions_db = _names_database(text, schema, database)
     if _DATABASE_DDL.match(text):
         return mentions_db
     return name.lower() in words and mentions_db
@@ -260,3 +295,74 @@ def changes(transaction: Transaction, checksum: bool, tables: set[str]) -> tuple
 
 def _table_id(event: Event, checksum: bool) -> int:
     return int.from_bytes(event.body(checksum)[:6], "little")
+
+
+def parse_gtid(text: str) -> str:
+    """A GTID as ``--at-gtid`` takes it: MariaDB ``DOMAIN-SERVER-SEQUENCE`` (``0-1-4242``)
+    or MySQL ``UUID:NUMBER``; UsageError for anything else."""
+    gtid = text.strip().lower()
+    if _MARIADB_GTID.match(gtid):
+        domain, server, sequence = (int(part) for part in gtid.split("-"))
+        return f"{domain}-{server}-{sequence}"  # as the server writes it: no leading zeros
+    if _MYSQL_GTID.match(gtid):
+        return gtid
+    raise UsageError(
+        f"--at-gtid takes a GTID such as 0-1-4242 (MariaDB DOMAIN-SERVER-SEQUENCE) or "
+        f"3e11fa47-71ca-11e1-9e33-c80aa9429562:23 (MySQL), not {text!r}"
+    )
+
+
+def _may_hold(index_first: str | None, index_last: str | None, gtid: str) -> bool:
+    """Whether a segment whose index names these first and last GTIDs can hold ``gtid``.
+
+    Only a MariaDB segment whose first and last GTIDs share the target's domain is passed
+    over by sequence number; any other segment holding GTIDs is read.
+    """
+    if index_first is None or index_last is None:
+        return False  # it carries no GTID at all
+    wanted = _MARIADB_GTID.match(gtid)
+    first, last = _MARIADB_GTID.match(index_first), _MARIADB_GTID.match(index_last)
+    if wanted is None or first is None or last is None:
+        return True
+    if not wanted.group(1) == first.group(1) == last.group(1):
+        return True
+    low, high = int(first.group(3)), int(last.group(3))
+    return min(low, high) <= int(wanted.group(3)) <= max(low, high)
+
+
+def find_gtid(reader: ChainReader, elements: Sequence[Element], gtid: str) -> Coordinate:
+    """The position just after the transaction ``gtid`` in the captured chain.
+
+    UsageError when no captured segment carries GTIDs, when the GTID is in none of the
+    covered windows, or when it occurs twice (the server's GTIDs were reset between two
+    windows): a GTID target must name exactly one transaction.
+    """
+    segments = [e for e in elements if e.index.kind != "gap"]
+    if not any(e.index.first_gtid for e in segments):
+        raise UsageError(
+            "the captured binlog carries no GTIDs (MySQL with gtid_mode OFF): give --at or "
+            "--at-position instead of --at-gtid"
+        )
+    found: list[Coordinate] = []
+    for element in segments:
+        if not _may_hold(element.index.first_gtid, element.index.last_gtid, gtid):
+            continue
+        _, image = reader.read(element.name)
+        for transaction, _checksum in transactions(image, element.name):
+            if transaction.gtid is not None and transaction.gtid.text == gtid:
+                found.append(Coordinate(element.index.start.file, transaction.end_position))
+    if not found:
+        first = next(e.index.first_gtid for e in segments if e.index.first_gtid)
+        last = [e.index.last_gtid for e in segments if e.index.last_gtid][-1]
+        raise UsageError(
+            f"GTID {gtid} is not in the captured binlog (its GTIDs run from {first} to "
+            f"{last}, with gaps where capture was interrupted): run `sealdump binlog pull` "
+            "first, or check the GTID"
+        )
+    if len(found) > 1:
+        raise UsageError(
+            f"GTID {gtid} occurs {len(found)} times in the captured binlog (at "
+            f"{', '.join(str(p) for p in found)}; the server's GTIDs were reset): give "
+            "--at-position instead"
+        )
+    return found[0]

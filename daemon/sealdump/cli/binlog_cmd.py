@@ -52,7 +52,9 @@ def pull(state: State, server_name: str) -> None:
 def status(state: State, server_name: str, verify: bool) -> None:
     """SERVER's chain: segments, covered windows and gaps.
 
-    Exit 4 when an element is missing, damaged, moved or out of place.
+    With --verify, every element is read whole and decrypted, and every link checked by
+    the stored SHA-256 of the element before. Exit 4 when an element is missing, damaged,
+    moved or out of place; the message names the first element where the chain breaks.
     """
     config = state.config()
     server, _settings = resolve_capture(config, server_name)
@@ -65,8 +67,9 @@ def status(state: State, server_name: str, verify: bool) -> None:
         # Not click's Exit: with standalone_mode off, click returns its code, which is lost.
         sys.exit(ExitCode.INTEGRITY)  # the problems are in the document
     if chain.problems:
+        where = f" broken at element #{chain.broken_at}" if chain.broken_at is not None else ""
         raise IntegrityError(
-            f"binlog chain of {server.name}: {len(chain.problems)} problems: "
+            f"binlog chain of {server.name}{where}: {len(chain.problems)} problems: "
             + "; ".join(chain.problems[:3])
         )
 
@@ -131,7 +134,12 @@ def as_dict(chain: ChainStatus) -> dict[str, Any]:
             for g in chain.gaps
         ],
         "segments": [_element(e) for e in chain.elements],
+        "start": None
+        if chain.start is None
+        else {"sequence": chain.start.sequence, "name": chain.start.name},
+        "pruned": chain.pruned,
         "ignored": chain.ignored,
+        "broken_at": chain.broken_at,
         "problems": chain.problems,
     }
 
@@ -139,7 +147,8 @@ def as_dict(chain: ChainStatus) -> dict[str, Any]:
 def _print(chain: ChainStatus) -> None:
     checkpoint = chain.checkpoint
     head = f"#{checkpoint.sequence}, resumes at {checkpoint.resume}" if checkpoint else "none"
-    click.echo(f"{chain.server}: {len(chain.elements)} elements, checkpoint {head}")
+    begins = f", begins at #{chain.start.sequence} (pruned)" if chain.start else ""
+    click.echo(f"{chain.server}: {len(chain.elements)} elements{begins}, checkpoint {head}")
     for window in chain.windows:
         click.echo(
             f"  window {window.start} .. {window.end}: {window.segments} segments, "
@@ -152,5 +161,7 @@ def _print(chain: ChainStatus) -> None:
         )
     for name in chain.ignored:
         click.echo(f"  ignored (not on the chain): {name}")
+    for name in chain.pruned:
+        click.echo(f"  before the chain start (the next prune removes it): {name}")
     for problem in chain.problems:
         click.echo(f"  PROBLEM: {problem}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from sealdump.actions.status import describe_windows
 from sealdump.actions.status import status as job_status
 from sealdump.cli.context import State, emit_json, pass_state
 from sealdump.cli.table import render_table
@@ -62,3 +63,8 @@ def status(state: State) -> None:
             ["JOB", "KIND", "SCHEDULE", "LAST", "LAST RUN", "LAST SUCCESS", "NEXT RUN"], table
         )
     )
+    for r in rows:
+        if "capture" in r:
+            click.echo(f"{r['server']} binlog covered:")
+            for line in describe_windows(r["capture"]):
+                click.echo(f"  {line}")

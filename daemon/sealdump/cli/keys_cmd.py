@@ -56,7 +56,8 @@ def rewrap(
 
     Each backup's signature is checked first (a backup that fails it is refused, never
     re-signed), and a signed backup is re-signed by the new key before its old wrapping is
-    dropped. An unsigned (format 1) backup is re-wrapped and stays unsigned.
+    dropped. An unsigned (format 1) backup is re-wrapped and stays unsigned. --all without
+    --job also re-wraps and re-signs the binlog epochs of the servers in scope.
     """
     if bool(backup_id) == every:
         raise UsageError("give one BACKUP or --all")
@@ -67,9 +68,15 @@ def rewrap(
         emit_json(results)
         return
     for result in results:
+        label = result["backup_id"]
+        if result.get("binlog_epoch"):
+            label = f"{result['server']} binlog epoch {label}"
+        if "skipped" in result:
+            click.echo(f"{label}: passed over: {result['skipped']}")
+            continue
         change = "re-wrapped under" if result["changed"] else "already under"
         unsigned = " (unsigned, format 1: left unsigned)" if result.get("signed") is False else ""
-        click.echo(f"{result['backup_id']}: {change} {result['key_id']}{unsigned}")
+        click.echo(f"{label}: {change} {result['key_id']}{unsigned}")
 
 
 @click.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from sealdump.actions.prune import prune as prune_action
@@ -20,13 +22,17 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
     """Delete backups no retention rule keeps, and what failed runs left behind.
 
     Besides storage, each server of the selected jobs is searched for schemas that dead
-    restores left (finished and dropped; listed only with --dry-run).
+    restores left (finished and dropped; listed only with --dry-run). Without --job, the
+    binlog chain of each of those servers that captures one loses the elements older than
+    its oldest kept dump's binlog position (none when no kept dump authenticates).
     """
     config = state.config()
-    outcome = prune_action(config, selected_jobs(config, server, job), dry_run=dry_run)
+    outcome = prune_action(
+        config, selected_jobs(config, server, job), dry_run=dry_run, binlog=job is None
+    )
     results, failures = outcome.results, outcome.failures
     if state.as_json:
-        emit_json(results)
+        emit_json([*results, *outcome.binlog])
     else:
         verb = "would prune" if dry_run else "pruned"
         for result in results:
@@ -62,5 +68,34 @@ def prune(state: State, server: str | None, job: str | None, dry_run: bool) -> N
                 click.echo(f"  = {backup_id} ({', '.join(reasons)})")
             for schema in result["leftover_schemas"]:
                 click.echo(f"  - schema {schema} on {result['server']} (left by a dead restore)")
+        for chain in outcome.binlog:
+            _echo_chain(chain, verb)
     if failures:
         raise PartialFailure("prune failed for " + "; ".join(failures))
+
+
+def _echo_chain(chain: dict[str, Any], verb: str) -> None:
+    """One server's binlog prune, in the shape of a job's."""
+    if chain["start"] is None:
+        click.echo(f"{chain['server']}/binlog: nothing captured")
+        return
+    click.echo(
+        f"{chain['server']}/binlog: keep {chain['kept']} elements from "
+        f"#{chain['new_start']}, {verb} {len(chain['removed'])}"
+        + (f" and {len(chain['epochs_removed'])} epochs" if chain["epochs_removed"] else "")
+    )
+    if chain["decided_by"]:
+        click.echo(
+            f"  = from {chain['position']}, the binlog position of the oldest kept dump "
+            f"{chain['decided_by']}"
+        )
+    for name in chain["removed"]:
+        click.echo(f"  - {name}")
+    for name, why in sorted(chain["unauthenticated"].items()):
+        click.echo(f"  ! {name} not counted, kept: unauthenticated: {why}")
+    for backup_id, why in sorted(chain["dumps_unauthenticated"].items()):
+        click.echo(f"  ! dump {backup_id} not counted: unauthenticated: {why}")
+    for warning in chain["warnings"]:
+        click.echo(f"  ! {warning}")
+    for problem in chain["problems"]:
+        click.echo(f"  PROBLEM: {problem}")

@@ -80,13 +80,20 @@ def selection(function: Any) -> Any:
     "--at",
     "at_text",
     metavar="TIME",
-    help="Tables as they were at this time (ISO 8601 with its zone: 2026-12-02T14:03:06Z): "
-    "the newest dump before it, plus the captured binlog replayed up to it.",
+    help="Tables (or, with --where/--pk, rows) as they were at this time (ISO 8601 with its "
+    "zone: 2026-12-02T14:03:06Z): the newest dump before it, plus the captured binlog "
+    "replayed up to it.",
 )
 @click.option(
     "--at-position",
     metavar="FILE:POS",
-    help="Tables as they were at this binlog position (a transaction boundary).",
+    help="As --at, at this binlog position (a transaction boundary).",
+)
+@click.option(
+    "--at-gtid",
+    metavar="GTID",
+    help="As --at, just after the transaction with this GTID committed (MariaDB "
+    "DOMAIN-SERVER-SEQUENCE, such as 0-1-4242).",
 )
 @click.option("--dry-run", is_flag=True, help="Say what would be done; change nothing.")
 @click.option(
@@ -122,6 +129,7 @@ def restore(
     mode: str | None,
     at_text: str | None,
     at_position: str | None,
+    at_gtid: str | None,
     dry_run: bool,
     keep_definers: bool,
     allow_unsigned: bool,
@@ -148,6 +156,7 @@ def restore(
         lock_wait=lock_wait,
         at=None if at_text is None else parse_time(at_text),
         at_position=at_position,
+        at_gtid=at_gtid,
     )
     # A bar for loading tables; a dry run loads nothing and a row restore fetches few chunks.
     watched = not dry_run and not request.rows_only
@@ -155,7 +164,7 @@ def restore(
         outcome = restore_action(state.config(), request, RunContext(progress=progress))
     destination, report = outcome.destination, outcome.report
     if isinstance(report, RowReport):
-        _show_rows(state, destination.name, report)
+        _show_rows(state, destination.name, report, outcome.point_in_time)
         return
     if state.as_json:
         emit_json(
@@ -202,17 +211,22 @@ def _leftovers(removed: list[str]) -> None:
         click.echo(f"removed what dead restores left: {', '.join(removed)}", err=True)
 
 
-def _show_rows(state: State, destination: str, report: RowReport) -> None:
+def _show_rows(
+    state: State, destination: str, report: RowReport, point: dict[str, Any] | None
+) -> None:
     if state.as_json:
-        emit_json(vars(report))
+        emit_json({**vars(report), **({"point_in_time": point} if point else {})})
         return
     verb = "would" if report.dry_run else "did"
     _leftovers(report.leftovers_removed)
+    if point:
+        _show_point_in_time(point, report.dry_run)
+    source = "backup" if point is None else f"table as of {point['target']}"
     click.echo(
         printable(
             f"{report.table} -> {report.target} on {destination}: fetched "
             f"{report.chunks_fetched} of {report.chunks_in_table} chunks; {report.found} "
-            f"matching rows in the backup; {verb} insert {report.inserted}, replace "
+            f"matching rows in the {source}; {verb} insert {report.inserted}, replace "
             f"{report.replaced}, skip {report.skipped}"
         )
     )

@@ -11,6 +11,7 @@ request line, headers, or for the client to take the answer) is bounded by
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sealdump.errors import (
@@ -88,6 +89,23 @@ class Metrics:
         self.running = Gauge("sealdump_running_jobs", "Jobs running now.", registry=self.registry)
         self.jobs = Gauge("sealdump_scheduled_jobs", "Jobs scheduled.", registry=self.registry)
         self.registry.register(_HistoryRecoveries())
+        # Continuous binlog capture, per server (see capture_lag_seconds).
+        self._covered: dict[str, float] = {}
+        self._covered_lock = threading.Lock()
+        self.registry.register(_CaptureLag(self))
+        self.last_segment = Gauge(
+            "sealdump_binlog_last_segment_timestamp_seconds",
+            "When the daemon last stored a binlog segment of the server (Unix time).",
+            ["server"],
+            registry=self.registry,
+        )
+        self.gaps = Counter(
+            "sealdump_binlog_gaps",
+            "Gaps recorded in the server's binlog chain by the daemon (the covered window "
+            "ended: binlog purged before capture, or the server replaced).",
+            ["server"],
+            registry=self.registry,
+        )
 
     def record(
         self,
@@ -106,6 +124,68 @@ class Metrics:
             self.last_success.labels(server, job, kind).set(time.time())
         elif status in ("failed", "partial") and error is not None:
             self.failures.labels(server, job, kind, failure_reason(error)).inc()
+
+    # -- continuous binlog capture ---------------------------------------------------------
+    def capture_started(self, server: str) -> None:
+        """A capture task began: nothing is known covered past now yet, so the lag counts
+        from here until the stream first catches up; the gap counter exists from 0 (an
+        alert on its increase then sees the first gap)."""
+        with self._covered_lock:
+            self._covered.setdefault(server, time.time())
+        self.gaps.labels(server)
+
+    def capture_stored(self, server: str, last_commit: int | None) -> None:
+        """A segment was stored: every commit up to its last one is covered."""
+        self.last_segment.labels(server).set(time.time())
+        if last_commit is not None:
+            with self._covered_lock:
+                known = self._covered.get(server, 0.0)
+                self._covered[server] = max(known, float(last_commit))
+
+    def capture_caught_up(self, server: str) -> None:
+        """The stream is at the server's end with nothing unstored: covered up to now."""
+        with self._covered_lock:
+            self._covered[server] = time.time()
+
+    def capture_gap(self, server: str) -> None:
+        """A gap was recorded in the server's chain."""
+        self.gaps.labels(server).inc()
+
+    def capture_removed(self, server: str) -> None:
+        """Capture of ``server`` left the configuration: its series go."""
+        with self._covered_lock:
+            self._covered.pop(server, None)
+        for metric in (self.last_segment, self.gaps):
+            with contextlib.suppress(KeyError):
+                metric.remove(server)
+
+    def capture_lag_seconds(self, now: float | None = None) -> dict[str, float]:
+        """Per server: now minus the time up to which capture is known complete: the later
+        of the commit time of the last stored transaction and the last moment the stream was
+        at the server's end with nothing unstored. An idle, followed server stays near 0
+        (heartbeats keep it caught up); a stuck or disconnected capture grows without
+        bound; a busy one stays below about twice ``segment_seconds``."""
+        moment = time.time() if now is None else now
+        with self._covered_lock:
+            return {server: max(0.0, moment - at) for server, at in self._covered.items()}
+
+
+class _CaptureLag(Collector):
+    """``sealdump_binlog_capture_lag_seconds``, computed at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "sealdump_binlog_capture_lag_seconds",
+            "Seconds since the time up to which the server's binlog is known captured and "
+            "stored (0 while caught up; grows while capture is stuck or disconnected).",
+            labels=["server"],
+        )
+        for server, lag in sorted(self.metrics.capture_lag_seconds().items()):
+            family.add_metric([server], lag)
+        yield family
 
 
 # What failed, as alerts group it: the error's class, most specific first.

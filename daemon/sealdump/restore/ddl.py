@@ -7,8 +7,10 @@ identifier with backticks.
 from __future__ import annotations
 
 import re
+from typing import Any
 
-from sealdump.source.catalog import quote_ident
+from sealdump.errors import IntegrityError
+from sealdump.source.catalog import SEQUENCE_COLUMNS, quote_ident
 
 _IDENT = r"`(?:[^`]|``)+`"
 _ACCOUNT_PART = r"(?:`(?:[^`]|``)*`|'(?:[^']|'')*'|[A-Za-z0-9_.%$-]+)"
@@ -82,3 +84,27 @@ def move_database_references(sql: str, old: str, new: str) -> str:
     if old == new:
         return sql
     return sql.replace(quote_ident(old) + ".", quote_ident(new) + ".")
+
+
+def set_sequence(table: str, state: Any, source: str) -> str:
+    """``INSERT INTO table (...) VALUES (...)``: give a sequence the state it was dumped with.
+
+    A sequence created from its SHOW CREATE TABLE has the default state (start 1, increment
+    1, cache 1000); inserting its one row sets every value at once, options included (what
+    the server allows an INSERT into a sequence for), and the next NEXTVAL returns
+    ``next_not_cached_value``. ``table`` is the qualified target; ``state`` comes from the
+    schema object and must be exactly the columns of ``SEQUENCE_COLUMNS``, all integers,
+    or the backup is refused (IntegrityError) before anything is sent.
+    """
+    if (
+        not isinstance(state, dict)
+        or set(state) != set(SEQUENCE_COLUMNS)
+        or not all(type(state[c]) is int for c in SEQUENCE_COLUMNS)
+    ):
+        raise IntegrityError(
+            f"sequence {source}: the backup's state is not {len(SEQUENCE_COLUMNS)} integers "
+            f"({', '.join(SEQUENCE_COLUMNS)})"
+        )
+    columns = ", ".join(quote_ident(c) for c in SEQUENCE_COLUMNS)
+    values = ", ".join(str(state[c]) for c in SEQUENCE_COLUMNS)
+    return f"INSERT INTO {table} ({columns}) VALUES ({values})"

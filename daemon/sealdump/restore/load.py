@@ -7,6 +7,11 @@ place, live tables and staged ones trading places in one atomic RENAME TABLE (``
 views, routines, triggers and events follow. The run's schemas are dropped whatever happens,
 and what a killed run leaves is finished by the next restore or by prune. DEFINER clauses
 are dropped unless asked to keep them, so an account without SUPER (Azure) can restore.
+
+A sequence is given the state the backup recorded (``ddl.set_sequence``) as it is created
+in staging. A system-versioned table whose backup holds its history is loaded with
+``system_versioning_insert_history`` (MariaDB 10.11+), so every row version keeps its row
+start and end; a target that cannot take that is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -40,13 +45,16 @@ from sealdump.restore.swap import (
     swap,
     take_lock,
 )
-from sealdump.source.catalog import qualified, quote_ident
+from sealdump.source.catalog import VERSIONED, qualified, quote_ident
 from sealdump.source.connect import connect
 
 log = get_logger(__name__)
 # Loading session: no FK or unique checks (the data was consistent when dumped).
 _LOAD_SESSION = "SET SESSION foreign_key_checks = 0, SESSION unique_checks = 0"
 
+
+_HISTORY_SESSION = "SET SESSION system_versioning_insert_history = 1"
+_SEQUENCE = "SEQUENCE"
 
 _DEADLOCK = 1213
 _CHUNK_ATTEMPTS = 3
@@ -104,6 +112,9 @@ def restore(
         if dry_run:
             return report
         schemas = [_schema(reader, d) for d in plan.databases]
+        history = _with_history(plan, schemas)
+        if history:
+            _allow_history(cursor, target, history)
         if mode == "create":
             check_objects(cursor, plan, schemas)
         take_lock(cursor, run.token)  # before any schema of ours exists
@@ -117,9 +128,14 @@ def restore(
                     create = _table_ddl(schema["tables"][table.name], table)
                     cursor.execute(f"USE {quote_ident(run.staging(index))}")
                     cursor.execute(create)
+                    if table.entry.kind == _SEQUENCE:
+                        into = qualified(run.staging(index), table.target_name)
+                        _set_sequence(cursor, into, table, schema)
             staging = {d.target: run.staging(i) for i, d in enumerate(plan.databases)}
-            _load_all(reader, plan, target, staging, workers, progress or NO_PROGRESS)
-            _check_counts(cursor, plan, staging)
+            _load_all(
+                reader, plan, target, staging, workers, progress or NO_PROGRESS, bool(history)
+            )
+            _check_counts(cursor, plan, staging, history)
             # Rehearse views, routines, triggers and events in staging: a missing privilege
             # shows up here, before anything on the target has changed.
             for database, schema in zip(plan.databases, schemas, strict=True):
@@ -204,8 +220,72 @@ def _schema(reader: BackupReader, database: DatabasePlan) -> dict[str, Any]:
     return schema
 
 
+def _set_sequence(cursor: Any, into: str, table: TablePlan, schema: dict[str, Any]) -> None:
+    """Give the staged sequence ``into`` its recorded state (a backup from before sequence
+    states were kept has none: it keeps its CREATE TABLE defaults, said loudly)."""
+    state = schema.get("sequences", {}).get(table.name)
+    if state is None:
+        log.warning(
+            "the backup holds no state for this sequence (made before states were kept): "
+            "it starts again from its defaults; set it with SETVAL or ALTER SEQUENCE",
+            source=table.source,
+            target=table.target,
+        )
+        return
+    cursor.execute(ddl.set_sequence(into, state, table.source))
+
+
+def _with_history(plan: RestorePlan, schemas: list[dict[str, Any]]) -> set[str]:
+    """Targets (``db.table``) of the plan's tables whose backup holds their history rows.
+
+    The schema object lists them under ``history``; a backup without it (made before
+    history was dumped) holds current rows only, restored as plain rows.
+    """
+    return {
+        table.target
+        for database, schema in zip(plan.databases, schemas, strict=True)
+        for table in database.tables
+        if table.name in schema.get("history", {})
+    }
+
+
+def _allow_history(cursor: Any, target: Server, tables: set[str]) -> None:
+    """Refuse, before anything changes, a target that cannot take history rows.
+
+    Inserting a row's start and end needs ``system_versioning_insert_history`` (MariaDB
+    10.11+), which the server honours only where ``secure_timestamp`` lets the session set
+    ``@@timestamp`` (NO, the default: anyone; SUPER or REPLICATION: those privileges; YES:
+    no one). Both are tried here on the run's own session, then set back.
+    """
+    names = ", ".join(sorted(tables))
+    try:
+        cursor.execute(_HISTORY_SESSION)
+    except pymysql.err.MySQLError as exc:
+        raise SourceError(
+            f"restore on {target.name}: the backup holds the history rows of the "
+            f"system-versioned {names}, and this server cannot insert them "
+            f"({exc.args[-1]}; MariaDB 10.11 or later is needed): nothing was changed"
+        ) from None
+    try:
+        cursor.execute("SET SESSION timestamp = UNIX_TIMESTAMP(NOW(6))")
+    except pymysql.err.MySQLError as exc:
+        raise SourceError(
+            f"restore on {target.name}: the backup holds the history rows of the "
+            f"system-versioned {names}, and this account may not insert them: "
+            f"secure_timestamp forbids setting @@timestamp ({exc.args[-1]}); nothing was "
+            "changed"
+        ) from None
+    finally:
+        cursor.execute("SET SESSION system_versioning_insert_history = DEFAULT")
+    cursor.execute("SET SESSION timestamp = DEFAULT")
+
+
 def _check_targets(cursor: Any, plan: RestorePlan, mode: Mode) -> dict[str, int]:
-    """Row counts of target tables that exist; UsageError if ``create`` would overwrite data."""
+    """Row counts of target tables that exist; UsageError if ``create`` would overwrite data.
+
+    A sequence always holds its one row: an existing one is never empty. A versioned table
+    with history rows only is not empty either (replacing it would lose them).
+    """
     existing: dict[str, int] = {}
     for table in plan.tables:
         cursor.execute(
@@ -216,10 +296,12 @@ def _check_targets(cursor: Any, plan: RestorePlan, mode: Mode) -> dict[str, int]
         row = cursor.fetchone()
         if row is None:
             continue
-        if row[0] != "BASE TABLE":
+        if row[0] not in ("BASE TABLE", VERSIONED, _SEQUENCE):
             raise UsageError(f"{table.target} exists and is a {str(row[0]).lower()}, not a table")
+        every = " FOR SYSTEM_TIME ALL" if row[0] == VERSIONED else ""
         cursor.execute(
-            f"SELECT EXISTS (SELECT 1 FROM {qualified(table.target_database, table.target_name)})"
+            "SELECT EXISTS (SELECT 1 FROM "
+            f"{qualified(table.target_database, table.target_name)}{every})"
         )
         existing[table.target] = int(cursor.fetchone()[0])
     occupied = [name for name, has_rows in existing.items() if has_rows]
@@ -266,11 +348,13 @@ def _load_all(
     staging: dict[str, str],
     workers: int,
     progress: Progress,
+    history: bool = False,
 ) -> None:
     """Load every chunk into staging, in parallel, one transaction per chunk.
 
     Every batch is checked to be literals only (``restore.literals``) before it is sent:
     a refused batch fails the restore with an IntegrityError while only staging holds data.
+    With ``history``, sessions insert versioned tables' row start and end as given.
     """
     work = [(table, chunk) for table in plan.tables for chunk in table.entry.chunks]
     progress.begin(len(plan.tables), sum(chunk.stored_bytes for _t, chunk in work))
@@ -300,6 +384,8 @@ def _load_all(
                 connections.append(connection)
             local.cursor = connection.cursor()
             local.cursor.execute(_LOAD_SESSION)
+            if history:
+                local.cursor.execute(_HISTORY_SESSION)
         return local.cursor
 
     def load(table: TablePlan, chunk: Chunk) -> None:
@@ -347,10 +433,20 @@ def _load_all(
             connection.close()
 
 
-def _check_counts(cursor: Any, plan: RestorePlan, staging: dict[str, str]) -> None:
+def _check_counts(
+    cursor: Any, plan: RestorePlan, staging: dict[str, str], history: set[str]
+) -> None:
+    """Every staged table holds the rows the manifest counted (every version, with history).
+
+    A sequence's one row is its state, not dumped rows: not counted.
+    """
     for table in plan.tables:
+        if table.entry.kind == _SEQUENCE:
+            continue
+        every = " FOR SYSTEM_TIME ALL" if table.target in history else ""
         cursor.execute(
-            f"SELECT COUNT(*) FROM {qualified(staging[table.target_database], table.target_name)}"
+            "SELECT COUNT(*) FROM "
+            f"{qualified(staging[table.target_database], table.target_name)}{every}"
         )
         loaded = int(cursor.fetchone()[0])
         if loaded != table.entry.rows:

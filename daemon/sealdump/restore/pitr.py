@@ -12,6 +12,12 @@ written row, an UPDATE or DELETE matching the row's full before-image by the pri
 (every column, one row at a time, for a table without one). Each must touch exactly the
 row the binary log says it touched; anything else means the staged copy and the log
 disagree, and the restore fails with only staging changed.
+
+Rows as of a time (``--where``/``--pk`` with a target) reuse the row restore
+(``restore.rows``): the whole table is loaded into its scratch schema, this replay runs
+there (``rows_hook``), and the matching rows go from that copy into the live table with the
+row restore's modes and refusals. A GTID target is the position just after its transaction
+(``binlog.replay.find_gtid``), so it picks the dump and stops the replay as a position does.
 """
 
 from __future__ import annotations
@@ -24,14 +30,22 @@ from typing import Any
 from sealdump.archive.backup import BackupReader
 from sealdump.binlog.chain import ChainReader, Element
 from sealdump.binlog.events import BinlogError
-from sealdump.binlog.replay import DumpTooNew, Replay, Target, covering, read_replay
+from sealdump.binlog.replay import (
+    DumpTooNew,
+    Replay,
+    Target,
+    covering,
+    find_gtid,
+    parse_gtid,
+    read_replay,
+)
 from sealdump.binlog.rows import Row, RowsEvent, literal
 from sealdump.binlog.segment import Coordinate
 from sealdump.binlog.status import chain_status
 from sealdump.errors import SourceError, UsageError
 from sealdump.keys.base import KeyProvider
 from sealdump.log import get_logger
-from sealdump.restore.plan import RestorePlan
+from sealdump.restore.plan import RestorePlan, TablePlan
 from sealdump.source.catalog import qualified, quote_ident
 from sealdump.storage.base import Storage
 
@@ -48,16 +62,19 @@ class PointInTime:
     target: Target
     replay: Replay
     skipped: list[str] = field(default_factory=list)  # newer dumps not usable, and why
+    gtid: str | None = None  # the --at-gtid the position target was found from
 
     def summary(self) -> dict[str, Any]:
         """The figures for the report and ``--json``."""
         replay = self.replay
+        target = _describe(self.target)
         return {
             "backup_id": self.backup_id,
             "job": self.job,
             "from": str(self.dump_position),
             "to": str(replay.end),
-            "target": _describe(self.target),
+            "target": target if self.gtid is None else f"GTID {self.gtid} (ends at {target})",
+            "gtid": self.gtid,
             "segments": len(replay.segments),
             "segment_bytes": replay.stored_bytes,
             "transactions_scanned": replay.scanned,
@@ -110,20 +127,21 @@ def plan_point_in_time(
     tables: Callable[[BackupReader], set[str]],
     at: datetime | None = None,
     at_position: Coordinate | None = None,
+    at_gtid: str | None = None,
+    databases: Callable[[BackupReader], set[str]] | None = None,
 ) -> tuple[BackupReader, PointInTime]:
     """The newest usable dump (``candidates`` newest first) and the replay on top of it.
 
-    ``tables`` gives the ``db.table`` names a candidate's restore would cover.
+    ``tables`` gives the ``db.table`` names a candidate's restore would cover, ``databases``
+    the databases it restores whole (any DDL in them in the window is refused).
 
     UsageError, saying why, when the target is before every dump, inside a gap of the
-    capture, past the last captured transaction, or across a DDL on one of ``tables``.
+    capture, past the last captured transaction, a GTID not captured, or across a DDL on
+    one of ``tables``.
     """
-    if (at is None) == (at_position is None):
-        raise UsageError("give exactly one of --at and --at-position")
-    target = Target(
-        seconds=int(at.timestamp()) if at is not None else None,
-        position=at_position,
-    )
+    if sum(t is not None for t in (at, at_position, at_gtid)) != 1:
+        raise UsageError("give exactly one of --at, --at-position and --at-gtid")
+    gtid = None if at_gtid is None else parse_gtid(at_gtid)
     status = chain_status(storage, server, list(providers))
     if status.problems:
         raise UsageError(
@@ -133,6 +151,12 @@ def plan_point_in_time(
     if not status.elements:
         raise UsageError(f"no binlog of {server} was captured: run `sealdump binlog pull {server}`")
     reader = ChainReader(storage, server, list(providers))
+    if gtid is not None:
+        at_position = find_gtid(reader, status.elements, gtid)
+    target = Target(
+        seconds=int(at.timestamp()) if at is not None else None,
+        position=at_position,
+    )
     skipped: list[str] = []
     before_target = 0
     for candidate in candidates:
@@ -170,20 +194,24 @@ def plan_point_in_time(
         except UsageError as exc:  # this dump lacks a requested table: an older one may not
             skipped.append(f"{label}: {exc}")
             continue
+        whole = frozenset(databases(candidate)) if databases is not None else frozenset()
         try:
-            replay = read_replay(reader, segments, position, target, wanted)
+            replay = read_replay(reader, segments, position, target, wanted, whole)
         except DumpTooNew as exc:
             skipped.append(f"{label}: {exc}")
             continue
-        chosen = PointInTime(manifest.backup_id, manifest.job, position, target, replay, skipped)
+        chosen = PointInTime(
+            manifest.backup_id, manifest.job, position, target, replay, skipped, gtid
+        )
         return candidate, chosen
+    described = _describe(target) if gtid is None else f"GTID {gtid} ({_describe(target)})"
     if not before_target and not skipped:
         raise UsageError(
-            f"no dump of {server} was taken before {_describe(target)}: a point-in-time "
+            f"no dump of {server} was taken before {described}: a point-in-time "
             "restore starts from a dump older than its target"
         )
     raise UsageError(
-        f"no dump of {server} before {_describe(target)} is followed by captured binlog up "
+        f"no dump of {server} before {described} is followed by captured binlog up "
         f"to it: {'; '.join(skipped[:4])}"
     )
 
@@ -361,6 +389,27 @@ def replay_hook(plan: RestorePlan, point: PointInTime) -> Callable[[Any, dict[st
         applied = apply_replay(cursor, point.replay, places)
         log.info(
             "binlog replayed onto staged tables",
+            transactions=len(point.replay.transactions),
+            rows=applied,
+            to=str(point.replay.end),
+        )
+
+    return staged
+
+
+def rows_hook(table: TablePlan, point: PointInTime) -> Callable[[Any, str], None]:
+    """The ``staged`` hook of ``rows.restore_rows``: bring its scratch copy of the whole
+    table (``scratch``.``table.name``) to the target by the same replay as a table restore,
+    so the matching rows are then taken as they were at the target."""
+
+    def staged(cursor: Any, scratch: str) -> None:
+        places = {table.source: (scratch, table.name)}
+        if point.replay.scanned:  # as for tables: rows a cascade changed are not logged
+            _refuse_cascades(cursor, places)
+        applied = apply_replay(cursor, point.replay, places)
+        log.info(
+            "binlog replayed onto the scratch copy",
+            table=table.source,
             transactions=len(point.replay.transactions),
             rows=applied,
             to=str(point.replay.end),

@@ -19,12 +19,21 @@ counts the matching rows in that read-only transaction first, so a condition tha
 refused before any row of the target changes; the comparisons with the live table and the
 INSERT ... SELECT (and, in replace mode, DELETE) that put the rows in place then run in one
 ordinary transaction, which must write and in which the condition is evaluated again.
+
+Rows as of a point in time (``restore.pitr.rows_hook``) pass a ``staged`` hook: every chunk
+of the table is then loaded (a row's key may have changed since the dump, so no chunk can
+be ruled out), the loaded count is checked against the manifest, and the hook replays the
+binary log onto the scratch copy before anything above runs; the matching rows are then
+the rows as of the target, put in place (or refused) exactly as from a dump. The scratch
+schema and the run's named lock are the same, so a killed run leaves only what the next
+restore or prune removes.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +61,10 @@ log = get_logger(__name__)
 RowMode = Literal["refuse", "append", "replace"]
 _SYNTAX = {1064, 1054, 1166, 1582, 1583, 1584, 1305, 1630}
 _READ_ONLY_WRITE = 1792  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+_WHOLE_ONLY = (
+    "{table} is {what}: row restores of it are not supported; restore the table with "
+    "--table (with --into-table NEW or --into-database to put it beside the live one)"
+)
 
 
 @dataclass
@@ -135,10 +148,18 @@ def restore_rows(
     into_table: str | None = None,
     dry_run: bool = False,
     lock_wait_seconds: int = LOCK_WAIT_SECONDS,
+    staged: Callable[[Any, str], None] | None = None,
 ) -> RowReport:
-    """Bring back the matching rows of one table; nothing changes unless all of it works."""
+    """Bring back the matching rows of one table; nothing changes unless all of it works.
+
+    ``staged``, when given, is called with the cursor and the scratch schema once the whole
+    table is loaded there, before any row is matched (a point-in-time replay); an exception
+    from it changes nothing but the scratch schema, which is dropped.
+    """
     entry = table.entry
     key = entry.key
+    if entry.kind == "SEQUENCE":  # no rows, only its state
+        raise UsageError(_WHOLE_ONLY.format(table=table.source, what="a sequence"))
     if pk and not key:
         raise UsageError(
             f"{table.source} has no primary or unique key: use --where instead of --pk"
@@ -149,6 +170,10 @@ def restore_rows(
         table.source, table.target, chunks_in_table=len(entry.chunks), dry_run=dry_run
     )
     schema = reader.read_json(_schema_record(reader, table))
+    if table.name in schema.get("history", {}):
+        # Matching rows would mix row versions with the live table's own history.
+        what = "system-versioned with its history in the backup"
+        raise UsageError(_WHOLE_ONLY.format(table=table.source, what=what))
     create = schema["tables"][table.name]
     token = new_token()
     scratch = f"{ROWS_PREFIX}{token}"
@@ -175,8 +200,12 @@ def restore_rows(
             condition = cursor.mogrify(condition, values)
         else:
             condition = str(where)
-        chunks = _chunks_to_fetch(
-            cursor, scratch, table, condition, pk_values=values if pk else None
+        chunks = (
+            list(entry.chunks)
+            if staged is not None
+            else _chunks_to_fetch(
+                cursor, scratch, table, condition, pk_values=values if pk else None
+            )
         )
         report.chunks_fetched = len(chunks)
         prefix = f"INSERT INTO {source} ({', '.join(quote_ident(c) for c in columns)}) VALUES "
@@ -188,6 +217,22 @@ def restore_rows(
             for batch in batches:
                 cursor.execute(prefix.encode() + batch)
         connection.commit()
+        if staged is not None:
+            loaded = _count(cursor, f"SELECT COUNT(*) FROM {source}")
+            if loaded != entry.rows:
+                raise SourceError(
+                    f"{table.source}: loaded {loaded} rows, the backup holds {entry.rows}; "
+                    "nothing was changed"
+                )
+            try:
+                staged(cursor, scratch)
+            except pymysql.err.MySQLError as exc:  # not the user's condition: say so
+                code = exc.args[0] if exc.args else None
+                raise SourceError(
+                    f"bringing the scratch copy of {table.source} to the target failed: MySQL "
+                    f"error {code}: {exc.args[-1]}; nothing was changed"
+                ) from None
+            connection.commit()
         # The condition runs first where the server refuses every write (see the docstring).
         cursor.execute("START TRANSACTION READ ONLY")
         report.found = _count(cursor, f"SELECT COUNT(*) FROM {source} AS s WHERE ({condition})")

@@ -21,6 +21,13 @@ objects, then its key envelope. Objects still under an immutability policy or le
 are reported and kept by the storage. Incomplete runs (a backup directory without a
 manifest) older than a day are removed too: a run in progress is never that old. Links and
 special files in a filesystem storage are never followed or removed (``refused``).
+
+Binary-log chains (``prune_binlog``) keep every element from the one holding the oldest
+kept dump's binlog position to the head: a point-in-time restore replays forward from a
+dump, so nothing older is of use to any kept dump. Only authenticated elements count, and
+only a chain that checks out is pruned; the chain's new start is written (authenticated)
+before the oldest elements are deleted, oldest first, so at every moment the chain from
+its start to its head is whole (docs/format.md, 9.5).
 """
 
 from __future__ import annotations
@@ -31,8 +38,11 @@ from datetime import UTC, datetime, timedelta
 
 from sealdump.archive.backup import KEYS, MANIFEST, BackupReader, BackupRef
 from sealdump.archive.manifest import ManifestError
+from sealdump.binlog.chain import ChainReader, ChainStart, Element, store_start
+from sealdump.binlog.segment import Coordinate
+from sealdump.binlog.status import chain_status
 from sealdump.config.model import Config, Job
-from sealdump.errors import IntegrityError, KeyProviderError, StorageError
+from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError, StorageError
 from sealdump.keys import KeyProvider, providers
 from sealdump.log import get_logger
 from sealdump.retention.policy import Candidate, select_kept
@@ -43,6 +53,7 @@ log = get_logger(__name__)
 LEFTOVER_AGE = timedelta(days=1)
 # Clocks differ a little between hosts; a backup id later than this is not a real start time.
 FUTURE_SKEW = timedelta(hours=1)
+FOREIGN = "not a sealdump backup id"  # a name sealdump did not make: kept, never counted
 UNSIGNED = "unsigned (format 1, from before backups were signed): not counted, never pruned"
 
 
@@ -126,7 +137,7 @@ def prune_job(
             start = started_at(backup_id)
         except ValueError:
             if backup_id in complete:
-                report.kept[backup_id] = ["not a sealdump backup id"]  # never ours to delete
+                report.kept[backup_id] = [FOREIGN]  # never ours to delete
             continue  # not a name sealdump made: leave it alone
         if start > moment + FUTURE_SKEW:
             report.future.append(backup_id)
@@ -178,4 +189,168 @@ def prune_job(
         else:
             event = "leftover removed"
         log.info(event, server=job.server, job=job.name, backup=backup_id)
+    return report
+
+
+@dataclass
+class BinlogPruneReport:
+    """What prune removed (or would, with dry_run) from one server's binlog chain."""
+
+    server: str
+    dry_run: bool = False
+    start: int | None = None  # the chain's first element before the prune (None: no chain)
+    new_start: int | None = None  # and after it (equal when nothing goes)
+    head: int | None = None  # the checkpoint's sequence
+    # The kept dump whose binlog position decides what stays: backup id and position.
+    decided_by: str | None = None
+    position: str | None = None
+    removed: list[str] = field(default_factory=list)  # element names, oldest first
+    epochs_removed: list[str] = field(default_factory=list)
+    kept: int = 0  # elements left on the chain
+    # Stored names that do not authenticate (planted or damaged) -> why: reported, kept.
+    unauthenticated: dict[str, str] = field(default_factory=dict)
+    # Kept dumps whose manifest does not authenticate -> why: not counted.
+    dumps_unauthenticated: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # the chain's: nothing was removed
+
+
+def dump_positions(
+    dumps: Sequence[tuple[Storage, BackupRef]],
+    keys: Sequence[KeyProvider],
+    report: BinlogPruneReport,
+) -> list[tuple[Coordinate, str]]:
+    """The binlog positions of the kept dumps whose (signed) manifest authenticates.
+
+    A transient failure is raised: with a dump unseen, prune would remove what it needs.
+    """
+    found: list[tuple[Coordinate, str]] = []
+    for store, ref in dumps:
+        try:
+            manifest = BackupReader(store, ref, keys).manifest()
+        except (KeyProviderError, StorageError) as exc:
+            if exc.transient:
+                raise type(exc)(
+                    f"cannot authenticate backup {ref.backup_id}, no binlog pruned: {exc}",
+                    transient=True,
+                ) from exc
+            report.dumps_unauthenticated[ref.backup_id] = str(exc)
+            continue
+        except SealdumpError as exc:  # integrity, manifest, unsigned: not counted
+            report.dumps_unauthenticated[ref.backup_id] = str(exc)
+            continue
+        binlog = manifest.consistency.binlog
+        if binlog is not None:
+            found.append((Coordinate(binlog.file, binlog.position), ref.backup_id))
+    return found
+
+
+def _holding(elements: Sequence[Element], position: Coordinate) -> Element | None:
+    """The first segment (in chain order) whose stretch holds ``position``.
+
+    The first, not the last: file names restart after RESET MASTER, so a position may
+    match in two windows; taking the earliest keeps more, never less.
+    """
+    for element in elements:
+        index = element.index
+        if index.kind == "segment" and index.start <= position <= index.end:
+            return element
+    return None
+
+
+def prune_binlog(
+    storage: Storage,
+    server: str,
+    keys: Sequence[KeyProvider],
+    dumps: Sequence[tuple[Storage, BackupRef]],
+    *,
+    dry_run: bool = False,
+) -> BinlogPruneReport:
+    """Remove the chain elements of ``server`` that no dump in ``dumps`` needs.
+
+    ``dumps``: the kept dumps of the server (every job), each in its storage; only those
+    whose signed manifest authenticates count. With none (all gone, or none with a binlog
+    position), or none whose position lies on the chain, everything is kept, with a
+    warning: a dump not yet taken or not authenticated is never a reason to delete.
+    """
+    report = BinlogPruneReport(server, dry_run=dry_run)
+    reader = ChainReader(storage, server, keys)
+    listing = reader.listing()
+    status = chain_status(storage, server, list(keys), reader=reader)
+    if not listing and status.checkpoint is None and status.start is None:
+        return report  # nothing captured
+    report.start = status.start.sequence if status.start else 1
+    report.new_start = report.start
+    report.head = status.checkpoint.sequence if status.checkpoint else None
+    report.kept = len(status.elements)
+    if status.problems:
+        report.problems = list(status.problems)
+        log.error("binlog chain has problems: nothing pruned", server=server)
+        return report
+    positions = dump_positions(dumps, keys, report)
+    located = [
+        (element, position, backup_id)
+        for position, backup_id in positions
+        if (element := _holding(status.elements, position)) is not None
+    ]
+    if not positions:
+        report.warnings.append(
+            f"no kept dump of {server} with a binlog position authenticates (all gone?): "
+            "every binlog element kept"
+        )
+    elif not located:
+        report.warnings.append(
+            f"no kept dump's binlog position of {server} lies on the captured chain: every "
+            "binlog element kept"
+        )
+    if not located:
+        log.warning("binlog not pruned", server=server, reason=report.warnings[-1])
+        return report
+    cut, position, backup_id = min(located, key=lambda item: item[0].index.sequence)
+    if report.head is not None and cut.index.sequence > report.head:
+        cut = next(e for e in status.elements if e.index.sequence == report.head)
+    report.decided_by, report.position = backup_id, str(position)
+    doomed = [e for e in status.elements if e.index.sequence < cut.index.sequence]
+    # Authenticated stored names before the cut that are not on the chain: elements an
+    # interrupted prune left before the start, duplicates of a sequence. Others: reported.
+    on_chain = {e.name for e in status.elements}
+    strays: list[Element] = []
+    for sequence, names in sorted(listing.items()):
+        for name, size in sorted(names):
+            if sequence >= cut.index.sequence or name in on_chain:
+                continue
+            try:
+                strays.append(reader.index(name, size))
+            except SealdumpError as exc:
+                if exc.transient:
+                    raise
+                report.unauthenticated[name] = str(exc)
+    victims = sorted([*doomed, *strays], key=lambda e: (e.index.sequence, e.name))
+    report.removed = [e.name for e in victims]
+    report.new_start = cut.index.sequence
+    report.kept = len(status.elements) - len(doomed)
+    doomed_names = {e.name for e in doomed}
+    keep_epochs = {e.epoch for e in status.elements if e.name not in doomed_names}
+    # The checkpoint's and the (old) start marker's keys, as they opened.
+    keep_epochs |= {reader.opened[n] for n in ("checkpoint", "start") if n in reader.opened}
+    stored_epochs = reader.epochs()
+    report.epochs_removed = sorted(({e.epoch for e in victims} - keep_epochs) & set(stored_epochs))
+    if dry_run or not victims:
+        return report
+    if status.start is None or status.start.sequence != cut.index.sequence:
+        start_element, _ = reader.read(cut.name)  # its stored hash, for the marker
+        assert start_element.sha256 is not None  # noqa: S101 - read() hashes what it read
+        store_start(
+            reader,
+            ChainStart(server, cut.index.sequence, cut.name, start_element.sha256),
+            cut.epoch,
+        )
+        log.info("binlog chain start moved", server=server, start=cut.name)
+    for element in victims:  # oldest first: what is left is always a run up to the head
+        storage.delete(reader.prefix + element.name)
+        log.info("binlog element pruned", server=server, element=element.name)
+    for epoch in report.epochs_removed:
+        for name in sorted(stored_epochs[epoch], key=lambda n: n.endswith(KEYS)):
+            storage.delete(name)  # its signature first, its key envelope last
+        log.info("binlog epoch pruned", server=server, epoch=epoch)
     return report

@@ -7,7 +7,13 @@ history. A failing job never stops the scheduler or the other servers.
 
 Signals: SIGHUP reloads the configuration (an invalid one is rejected and the old one kept);
 SIGTERM/SIGINT stop scheduling, give running jobs a grace period, then cancel them (their
-partial backups are removed and recorded as interrupted) and exit 0. Under systemd, READY,
+partial backups are removed and recorded as interrupted) and exit 0.
+
+Beside the schedule, each server with binlog capture enabled has a capture task
+(scheduling/capture.py) from start to stop: a reload starts the tasks of servers added,
+stops those of servers removed or disabled and restarts those whose settings changed; a
+stop ends every task first (each stores its complete transactions, within
+``CAPTURE_STOP_SECONDS``), without waiting for the jobs' grace period. Under systemd, READY,
 STOPPING and WATCHDOG are notified.
 """
 
@@ -34,6 +40,8 @@ from sealdump.history import History, RunStatus
 from sealdump.history.store import new_run
 from sealdump.log import get_logger
 from sealdump.monitoring.metrics import Metrics, serve
+from sealdump.scheduling.capture import STOP_SECONDS as CAPTURE_STOP_SECONDS
+from sealdump.scheduling.capture import CaptureTask, captured_servers
 from sealdump.scheduling.notify import notify, watchdog_interval
 from sealdump.scheduling.runs import (
     ACTIONS,
@@ -69,6 +77,7 @@ class Daemon:
         self._server_locks: dict[str, threading.Lock] = {}
         self._running = 0
         self._planned: dict[str, Planned] = {}
+        self._captures: dict[str, tuple[object, CaptureTask]] = {}
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(MAX_CONCURRENT_JOBS)},
             job_defaults={
@@ -94,6 +103,8 @@ class Daemon:
         except BaseException:
             # Do not leave scheduler threads running a daemon whose main loop is gone.
             self.cancel.set()
+            for _, task in self._captures.values():
+                task.stop()
             self.scheduler.shutdown(wait=False)
             raise
 
@@ -121,6 +132,7 @@ class Daemon:
                 self._reload.clear()
                 self.reload()
         notify("STOPPING=1")
+        self._stop_captures(set(self._captures))
         self._shutdown()
         if server is not None:
             server.shutdown()
@@ -203,6 +215,39 @@ class Daemon:
         self._planned = planned
         self.metrics.jobs.set(len(planned))
         self._publish_schedule(config, planned)
+        self._apply_captures(config)
+
+    def _apply_captures(self, config: Config) -> None:
+        """A capture task for each server with capture on, as the config says now."""
+        wanted = captured_servers(config)
+        changed = {
+            name
+            for name, (settings, _task) in self._captures.items()
+            if wanted.get(name) != settings
+        }
+        self._stop_captures(changed)
+        for name in set(self._captures) - set(wanted):
+            self.metrics.capture_removed(name)
+        for name, settings in wanted.items():
+            if name not in self._captures and not self._stop.is_set():
+                task = CaptureTask(config, name, self.metrics)
+                self._captures[name] = (settings, task)
+                task.start()
+
+    def _stop_captures(self, names: set[str]) -> None:
+        """Stop these capture tasks together, each storing what it has; wait for them up to
+        ``CAPTURE_STOP_SECONDS`` (a task still running then is left to end on its own)."""
+        tasks = [self._captures.pop(name)[1] for name in names if name in self._captures]
+        for task in tasks:
+            task.stop()
+        deadline = time.monotonic() + CAPTURE_STOP_SECONDS
+        for task in tasks:
+            if not task.join(deadline):
+                log.warning(
+                    "binlog capture did not end in time; what it has not stored is read "
+                    "again by the next capture",
+                    server=task.server,
+                )
 
     def _publish_schedule(self, config: Config, planned: dict[str, Planned]) -> None:
         """Each planned job's interval, and its last success from the history, in the

@@ -35,11 +35,31 @@ class Column:
     charset: str | None
     generated: bool
     nullable: bool
+    # "start" or "end" for a system-versioning period column (GENERATED ALWAYS AS ROW
+    # START/END): generated, yet its values are what a versioned table's history is.
+    period: str | None = None
+
+
+# A table WITH SYSTEM VERSIONING and no period columns of its own has these two, invisible
+# to information_schema.COLUMNS, yet selectable and (with system_versioning_insert_history)
+# insertable by name; the server appends ``row_end`` to every unique key of it.
+IMPLICIT_PERIOD = (
+    Column("row_start", "timestamp", "timestamp(6)", None, True, False, "start"),
+    Column("row_end", "timestamp", "timestamp(6)", None, True, False, "end"),
+)
+VERSIONED = "SYSTEM VERSIONED"  # information_schema.TABLES.TABLE_TYPE of such a table
 
 
 @dataclass
 class Table:
-    """A base table: its columns (dump order) and the key that orders and chunks it."""
+    """A base table: its columns (dump order) and the key that orders and chunks it.
+
+    For a system-versioned table whose history the dump reads, ``period`` names its row
+    start and row end columns: every row version is read (``select_source``), the period
+    columns are stored with the other columns, and ``key`` ends with the row end column,
+    which makes it unique over current and history rows alike (MariaDB's own unique keys
+    of such a table are exactly that).
+    """
 
     database: str
     name: str
@@ -49,11 +69,17 @@ class Table:
     key_kind: str = "none"  # "primary" | "unique" | "none"
     avg_row_length: int = 0
     estimated_rows: int = 0
+    period: tuple[str, str] | None = None  # (row start, row end) when history is read
 
     @property
     def stored_columns(self) -> list[Column]:
-        """Columns that take values on INSERT (generated ones are computed by the server)."""
-        return [c for c in self.columns if not c.generated]
+        """Columns that take values on INSERT (generated ones are computed by the server).
+
+        A history-reading versioned table's period columns are included: a restore inserts
+        them with ``system_versioning_insert_history``, so each row version keeps its times.
+        """
+        period = self.period or ()
+        return [c for c in self.columns if not c.generated or c.name in period]
 
     @property
     def transactional(self) -> bool:
@@ -89,10 +115,42 @@ def list_tables(cursor: Any, database: str) -> list[tuple[str, str, str | None, 
     return [(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in cursor.fetchall()]
 
 
+def select_source(table: Table) -> str:
+    """What a reader selects the table's rows FROM: every row version when history is read.
+
+    ``FOR SYSTEM_TIME ALL`` gives current and history rows alike; the reader's key range
+    and ORDER BY (on ``table.key``, which ends with the row end column) apply as usual.
+    """
+    source = qualified(table.database, table.name)
+    return f"{source} FOR SYSTEM_TIME ALL" if table.period else source
+
+
 def read_table(
-    cursor: Any, database: str, name: str, engine: str | None, avg: int, rows: int
+    cursor: Any,
+    database: str,
+    name: str,
+    engine: str | None,
+    avg: int,
+    rows: int,
+    kind: str | None = None,
+    *,
+    history: bool = True,
 ) -> Table:
-    """Columns and chunking key of one base table."""
+    """Columns and chunking key of one base table.
+
+    ``kind`` is its information_schema TABLE_TYPE (looked up when None). A system-versioned
+    table with timestamp periods gets ``period`` (its history is read) unless ``history``
+    is False; one versioned by transaction id never does: its row start/end are ids of
+    the source's transaction registry, which no other server can take (current rows only).
+    """
+    if kind is None:
+        cursor.execute(
+            "SELECT TABLE_TYPE AS type FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+            (database, name),
+        )
+        found = cursor.fetchone()
+        kind = None if found is None else str(found[0])
     cursor.execute(
         "SELECT COLUMN_NAME AS name, DATA_TYPE AS data_type, COLUMN_TYPE AS column_type, "
         "CHARACTER_SET_NAME AS charset, COALESCE(GENERATION_EXPRESSION, '') AS generation, "
@@ -109,18 +167,52 @@ def read_table(
             charset=r[3],
             generated=bool(r[4]),
             nullable=r[5] == "YES",
+            period=_PERIOD_EXPRESSIONS.get(str(r[4]).upper()),
         )
         for r in cursor.fetchall()
     ]
     table = Table(database, name, engine, columns, avg_row_length=avg, estimated_rows=rows)
-    table.key, table.key_kind = _chunk_key(cursor, database, name, {c.name: c for c in columns})
+    if kind == VERSIONED and history:
+        table.period = _history_period(table)
+    table.key, table.key_kind = _chunk_key(
+        cursor, database, name, {c.name: c for c in table.columns}, table.period
+    )
     return table
 
 
+_PERIOD_EXPRESSIONS = {"ROW START": "start", "ROW END": "end"}
+
+
+def _history_period(table: Table) -> tuple[str, str] | None:
+    """(row start, row end) of a versioned table whose history can be restored elsewhere.
+
+    Implicit period columns are added to ``table.columns``. None for a table versioned by
+    transaction id (BIGINT UNSIGNED periods).
+    """
+    start = next((c for c in table.columns if c.period == "start"), None)
+    end = next((c for c in table.columns if c.period == "end"), None)
+    if start is None or end is None:
+        table.columns = [*table.columns, *IMPLICIT_PERIOD]
+        start, end = IMPLICIT_PERIOD
+    if start.data_type != "timestamp" or end.data_type != "timestamp":
+        return None
+    return start.name, end.name
+
+
 def _chunk_key(
-    cursor: Any, database: str, name: str, columns: dict[str, Column]
+    cursor: Any,
+    database: str,
+    name: str,
+    columns: dict[str, Column],
+    period: tuple[str, str] | None = None,
 ) -> tuple[list[str], str]:
-    """The primary key, else the first unique key whose columns are all NOT NULL."""
+    """The primary key, else the first unique key whose columns are all NOT NULL.
+
+    With a history ``period`` the key must be unique over every row version: the server
+    keeps each unique key of a versioned table unique together with the row end column
+    (listed in information_schema for explicit period columns, not for implicit ones), so
+    that column is the key's last, and may be used though generated.
+    """
     cursor.execute(
         "SELECT INDEX_NAME AS index_name, COLUMN_NAME AS column_name, NON_UNIQUE AS non_unique, "
         "SUB_PART AS sub_part "
@@ -131,20 +223,50 @@ def _chunk_key(
     indexes: dict[str, list[tuple[str, int, Any]]] = {}
     for index_name, column, non_unique, sub_part in cursor.fetchall():
         indexes.setdefault(index_name, []).append((column, int(non_unique), sub_part))
+    end = period[1] if period else None
     for index_name, parts in indexes.items():
         usable = all(
             non_unique == 0
             and sub_part is None
             and column in columns
             and not columns[column].nullable
-            and not columns[column].generated
+            and (not columns[column].generated or column == end)
             for column, non_unique, sub_part in parts
         )
         if usable:
-            return [
-                column for column, _, _ in parts
-            ], "primary" if index_name == "PRIMARY" else "unique"
+            key = [column for column, _, _ in parts]
+            if end is not None and end not in key:
+                key.append(end)
+            return key, "primary" if index_name == "PRIMARY" else "unique"
     return [], "none"
+
+
+# A MariaDB sequence's one row: its whole state (SHOW CREATE TABLE gives only its columns).
+SEQUENCE_COLUMNS = (
+    "next_not_cached_value",
+    "minimum_value",
+    "maximum_value",
+    "start_value",
+    "increment",
+    "cache_size",
+    "cycle_option",
+    "cycle_count",
+)
+
+
+def read_sequence(cursor: Any, database: str, name: str) -> dict[str, int]:
+    """The state of one sequence, column name to value.
+
+    The server reads a sequence's row outside any snapshot: this is its state now, which
+    is never behind the one at the dump's snapshot. ``next_not_cached_value`` is past
+    every value the server handed out or holds in its cache, as mariadb-dump records it.
+    """
+    columns = ", ".join(quote_ident(c) for c in SEQUENCE_COLUMNS)
+    cursor.execute(f"SELECT {columns} FROM {qualified(database, name)}")
+    rows = cursor.fetchall()
+    if len(rows) != 1:
+        raise SourceError(f"sequence {database}.{name} returned {len(rows)} rows, not 1")
+    return {column: int(value) for column, value in zip(SEQUENCE_COLUMNS, rows[0], strict=True)}
 
 
 def show_create(cursor: Any, kind: str, database: str, name: str) -> str:
