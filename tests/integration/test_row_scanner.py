@@ -126,15 +126,18 @@ def test_a_killed_query_raises_the_servers_error(config: Config, mariadb: MariaD
     table = next(t for t in tables(connection, "scanner") if t.name == "many")
     reader = TableReader(connection.cursor(), table, 300000)
     started = threading.Event()
+
+    def consume() -> None:
+        for event in reader.events():
+            if isinstance(event, ChunkEnd) or started.is_set():
+                continue
+            started.set()
+            with mariadb.root() as admin, admin.cursor() as cur:
+                cur.execute(f"KILL QUERY {connection.thread_id()}")
+
     try:
         with pytest.raises(pymysql.err.OperationalError) as raised:
-            for event in reader.events():
-                if isinstance(event, ChunkEnd):
-                    continue
-                if not started.is_set():
-                    started.set()
-                    with mariadb.root() as admin, admin.cursor() as cur:
-                        cur.execute(f"KILL QUERY {connection.thread_id()}")
+            consume()
         assert raised.value.args[0] in (1317, 1927, 2013)
     finally:
         connection.close()
