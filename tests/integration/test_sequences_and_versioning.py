@@ -8,6 +8,7 @@ sides, across several chunks cut on (key, row end).
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from sealdump.archive.backup import BackupReader
 from sealdump.backup import chunks
 from sealdump.config import Config
 from sealdump.errors import SourceError, UsageError
+from sealdump.restore.export import export_sql
 from sealdump.restore.load import restore
 from sealdump.restore.plan import plan_restore
 from sealdump.restore.rows import restore_rows
@@ -294,3 +296,24 @@ def test_a_target_that_cannot_take_history_is_refused_before_any_change(
     plan = plan_restore(reader.manifest(), tables=(f"{SOURCE}.hist_trx", f"{SOURCE}.cached"))
     restore(reader, plan, config.servers["strict"])
     assert query(no_history_target, f"SELECT id, v FROM {SOURCE}.hist_trx") == [(2, 20)]
+
+
+def test_an_export_script_keeps_sequence_states_and_history(
+    world: World, mariadb: MariaDB, mariadb_target: MariaDB, target_db: str, tmp_path: Path
+) -> None:
+    reader = world.reader()
+    plan = plan_restore(reader.manifest(), databases=(SOURCE,), into_database=target_db)
+    script = tmp_path / "export.sql"
+    script.write_bytes(b"".join(export_sql(reader, plan)))
+    defaults = tmp_path / "client.cnf"
+    defaults.write_text(f"[client]\nuser=root\nsocket={mariadb_target.socket}\n")
+    with script.open("rb") as handle:
+        subprocess.run(["mariadb", f"--defaults-extra-file={defaults}"], stdin=handle, check=True)
+    for name, state in world.states.items():
+        restored = query(mariadb_target, f"SELECT {SEQUENCE_ROW} FROM {target_db}.{name}")
+        assert restored == [state], name
+    for name, columns in VERSIONED.items():
+        every = f"SELECT {columns} FROM {{}}.{name} FOR SYSTEM_TIME ALL"
+        assert query(mariadb_target, every.format(target_db)) == query(
+            mariadb, every.format(SOURCE)
+        ), name

@@ -65,6 +65,14 @@ def export_sql(
         for table in database.tables:
             create = ddl.rename_table(schema["tables"][table.name], table.target_name)
             yield f"\n{create};\n".encode()
+            if table.entry.kind == "SEQUENCE" and table.name in schema.get("sequences", {}):
+                state = schema["sequences"][table.name]
+                yield (
+                    ddl.set_sequence(quote_ident(table.target_name), state, table.source) + ";\n"
+                ).encode()
+            if table.name in schema.get("history", {}):
+                # Row versions keep their own row start/end (MariaDB 10.11+, docs/operations.md).
+                yield b"SET SESSION system_versioning_insert_history = 1;\n"
             columns = ", ".join(quote_ident(c) for c in table.entry.columns)
             prefix = f"INSERT INTO {quote_ident(table.target_name)} ({columns}) VALUES ".encode()
             width = len(table.entry.columns)
