@@ -397,7 +397,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *first_key, *last_key;
     if (rows) {
         first_key = key_tuple(body.data, first, owned.nkeys);
-        last_key = key_tuple(body.data, last, owned.nkeys);
+        last_key = first_key ? key_tuple(body.data, last, owned.nkeys) : NULL;
     } else {
         first_key = Py_NewRef(Py_None);
         last_key = Py_NewRef(Py_None);

@@ -83,6 +83,7 @@ class TableReader:
         self._multiset = 0  # keyless tables: sum of the rows' SHA-256, order-independent
         self.rows = 0
         self.spec: RowSpec | None = row_spec(table, table.key) if client_format else None
+        self._reading: ResultReader | None = None  # the result being scanned
 
     def content_digest(self) -> str:
         """The table's content hash (see docs/format.md, section 6)."""
@@ -98,8 +99,17 @@ class TableReader:
         # Plain values in each column's own bytes: no conversion on the server, and the
         # scanner needs the stored bytes (a latin1 column is written as _latin1 X'..').
         self.cursor.execute("SET SESSION character_set_results = binary")
-        yield from self._keyed() if self.table.key else self._scan()
-        self.cursor.execute(f"SET SESSION character_set_results = {self._charset()}")
+        finished = False
+        try:
+            yield from self._keyed() if self.table.key else self._scan()
+            finished = True
+        finally:
+            if finished:
+                self.cursor.execute(f"SET SESSION character_set_results = {self._charset()}")
+            elif self._reading is not None and not self._reading.done:
+                # Part of the result sits in our buffer: PyMySQL could never resync the
+                # stream, and the session's result character set is not its own. Close it.
+                self.cursor.connection._force_close()
 
     def _charset(self) -> str:
         """The connection's own result character set (PyMySQL's ``charset``), to restore."""
@@ -157,7 +167,8 @@ class TableReader:
         if self.spec is None:
             raise RuntimeError("the server formats this table's values: no scanner")
         mode = ResultReader.LINES if self.table.key else ResultReader.ENDS
-        return ResultReader(self.cursor.connection, self.spec, mode)
+        self._reading = ResultReader(self.cursor.connection, self.spec, mode)
+        return self._reading
 
     def _scanned(self, result: ResultReader, limit: int) -> Generator[Batch, None, _Span]:
         """Up to ``limit`` rows through the scanner; the same batches as ``_batches``.

@@ -168,6 +168,12 @@ class ResultReader:
 
     def _special(self, state: int) -> None:
         """The end of the result, an error packet or a broken stream."""
+        if state == _rowscan.BAD_SEQ and self.buffer[self.start + 3] == 0:
+            # MariaDB's packet on shutdown starts a new sequence: as PyMySQL reports it.
+            self.connection._force_close()
+            raise pymysql.err.OperationalError(
+                CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
+            )
         if state in (_rowscan.BAD_SEQ, _rowscan.MALFORMED):
             self.connection._force_close()
             problem = "sequence number" if state == _rowscan.BAD_SEQ else "row packet"
@@ -263,7 +269,8 @@ class ResultReader:
                 if self._drained:
                     return int(connection._sock.recv_into(view))
                 data = connection._rfile.read1(len(view))
-                self._drained = True
+                # All it held only if it held less than we asked (it holds at most 8 KiB).
+                self._drained = len(data) < len(view)
                 view[: len(data)] = data
                 return len(data)
             except OSError as exc:

@@ -225,8 +225,9 @@ class Daemon:
             for name, (settings, _task) in self._captures.items()
             if wanted.get(name) != settings
         }
+        removed = set(self._captures) - set(wanted)  # before _stop_captures forgets them
         self._stop_captures(changed)
-        for name in set(self._captures) - set(wanted):
+        for name in removed:
             self.metrics.capture_removed(name)
         for name, settings in wanted.items():
             if name not in self._captures and not self._stop.is_set():
