@@ -26,6 +26,7 @@ from sealdump.log import get_logger
 from sealdump.restore.swap import sweep_server
 from sealdump.retention.prune import (
     FOREIGN,
+    UNSIGNED,
     BinlogPruneReport,
     PruneReport,
     prune_binlog,
@@ -148,7 +149,7 @@ def kept_dumps(
         dumps += [
             (storage, BackupRef(server.name, job.name, backup_id))
             for backup_id, reasons in sorted(report.kept.items())
-            if reasons != [FOREIGN]
+            if reasons not in ([FOREIGN], [UNSIGNED])  # never ours / from before binlogs
         ]
     return dumps
 

@@ -40,7 +40,7 @@ from sealdump.archive.backup import KEYS, MANIFEST, BackupReader, BackupRef
 from sealdump.archive.manifest import ManifestError
 from sealdump.binlog.chain import ChainReader, ChainStart, Element, store_start
 from sealdump.binlog.segment import Coordinate
-from sealdump.binlog.status import chain_status
+from sealdump.binlog.status import ChainStatus, chain_status
 from sealdump.config.model import Config, Job
 from sealdump.errors import IntegrityError, KeyProviderError, SealdumpError, StorageError
 from sealdump.keys import KeyProvider, providers
@@ -245,6 +245,26 @@ def dump_positions(
     return found
 
 
+def _check_link(status: ChainStatus, cut: Element, sha256: str) -> None:
+    """IntegrityError unless the object stored at ``cut`` is the one the chain links to.
+
+    The start marker vouches for the hash of what is stored at the cut now; the next
+    element's ``previous`` (or the checkpoint, when the cut is the head) says what must be
+    there, so a storage that swapped in another authentic object is caught before any
+    element is deleted.
+    """
+    after = next((e for e in status.elements if e.index.sequence == cut.index.sequence + 1), None)
+    if after is not None:
+        expected = after.index.previous.sha256 if after.index.previous else None
+    else:
+        expected = status.checkpoint.sha256 if status.checkpoint else None
+    if expected != sha256:
+        raise IntegrityError(
+            f"binlog element #{cut.index.sequence} ({cut.name}) is not the one the chain "
+            "links to: nothing pruned; run `sealdump binlog status --verify`"
+        )
+
+
 def _holding(elements: Sequence[Element], position: Coordinate) -> Element | None:
     """The first segment (in chain order) whose stretch holds ``position``.
 
@@ -268,10 +288,12 @@ def prune_binlog(
 ) -> BinlogPruneReport:
     """Remove the chain elements of ``server`` that no dump in ``dumps`` needs.
 
-    ``dumps``: the kept dumps of the server (every job), each in its storage; only those
-    whose signed manifest authenticates count. With none (all gone, or none with a binlog
-    position), or none whose position lies on the chain, everything is kept, with a
-    warning: a dump not yet taken or not authenticated is never a reason to delete.
+    ``dumps``: the kept dumps of the server (every job), each in its storage; each must
+    authenticate (signed manifest, a configured key), or nothing is removed: a dump that
+    cannot be opened now may need elements no one could bring back. With no dump (all
+    gone, or none with a binlog position), or none whose position lies on the chain,
+    everything is kept too, with a warning: a dump not yet taken is never a reason to
+    delete.
     """
     report = BinlogPruneReport(server, dry_run=dry_run)
     reader = ChainReader(storage, server, keys)
@@ -288,6 +310,16 @@ def prune_binlog(
         log.error("binlog chain has problems: nothing pruned", server=server)
         return report
     positions = dump_positions(dumps, keys, report)
+    if report.dumps_unauthenticated:
+        # Fail closed: a kept dump we cannot open now (a key not configured yet, a vault
+        # refusing) may need elements that could never come back once deleted.
+        first = min(report.dumps_unauthenticated)
+        report.warnings.append(
+            f"kept dump {first} of {server} does not authenticate "
+            f"({report.dumps_unauthenticated[first]}): every binlog element kept"
+        )
+        log.warning("binlog not pruned", server=server, reason=report.warnings[-1])
+        return report
     located = [
         (element, position, backup_id)
         for position, backup_id in positions
@@ -340,6 +372,14 @@ def prune_binlog(
     if status.start is None or status.start.sequence != cut.index.sequence:
         start_element, _ = reader.read(cut.name)  # its stored hash, for the marker
         assert start_element.sha256 is not None  # noqa: S101 - read() hashes what it read
+        _check_link(status, cut, start_element.sha256)
+        current = reader.start()  # another prune may have moved it since our listing
+        if current is not None and current.sequence >= cut.index.sequence:
+            report.problems.append(
+                f"the chain start moved to #{current.sequence} while this prune ran "
+                "(another prune): nothing removed by this one"
+            )
+            return report
         store_start(
             reader,
             ChainStart(server, cut.index.sequence, cut.name, start_element.sha256),
