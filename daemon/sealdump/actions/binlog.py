@@ -276,12 +276,19 @@ class _Lease:
             confirmed = time.monotonic()
 
     def _held(self) -> bool:
+        """Whether the run still holds the lease, confirmed by writing its heartbeat.
+
+        A write, not a read: other daemons take over when the heartbeat is older than the
+        lease, so a session whose writes fail (a read-only or full history) must give up
+        within half a lease even if reads still work.
+        """
         history = History(self.history_url)
         try:
             running = history.runs(self.server, JOB, limit=10, kind=KIND, status=RunStatus.RUNNING)
+            run = next((r for r in running if r.id == self.run_id), None)
+            return run is not None and history.beat(run)
         finally:
             history.close()
-        return any(run.id == self.run_id for run in running)
 
     def _lose(self, why: str) -> None:
         self.lost = why
