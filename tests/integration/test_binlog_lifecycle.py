@@ -421,3 +421,21 @@ def test_kept_dumps_count_every_job_not_pruned_in_the_run(world: World) -> None:
     server = world.config.servers["src"]
     dumps = kept_dumps(world.config, server, {})
     assert sorted(ref.backup_id for _, ref in dumps) == sorted([world.a, world.b])
+
+
+def test_a_kept_dump_that_does_not_authenticate_keeps_every_element(world: World) -> None:
+    # A key not configured yet, a vault refusing, a damaged manifest: A may need elements
+    # that could never come back, so nothing goes until it opens again.
+    manifest = world.path.parent.parent / "backups" / "src" / "nightly" / world.a / "manifest"
+    manifest.write_bytes(manifest.read_bytes()[:-1] + b"\0")
+    before = elements(world)
+    store = FilesystemStore(world.chain.parent.parent)
+    dumps = [(store, BackupRef("src", "nightly", d)) for d in (world.a, world.b)]
+    report = prune_binlog(store, "src", providers(world.config), dumps)
+    assert report.removed == []
+    assert world.a in report.dumps_unauthenticated
+    assert any(f"kept dump {world.a}" in warning for warning in report.warnings)
+    assert elements(world) == before
+    # With only B kept, the same chain is pruned.
+    report = prune_binlog(store, "src", providers(world.config), dumps[1:])
+    assert report.removed
