@@ -20,9 +20,10 @@ COPY pyproject.toml README.md requirements.lock ./
 COPY daemon ./daemon
 # Exact versions with their hashes (requirements.lock, from scripts/lock), then sealdump
 # itself without resolving anything again.
-# gcc builds sealdump's one C extension (the dump's row scanner: half the database
-# server's CPU per backup); the runtime stage gets the built virtualenv only.
-RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+# gcc builds sealdump's C extensions (the dump's row scanner: half the database server's
+# CPU per backup; with libssl-dev, the keyless tables' content hash); the runtime stage
+# gets the built virtualenv only (libcrypto is already there for Python's ssl module).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/sealdump \
  && /opt/sealdump/bin/pip install --require-hashes -r /src/requirements.lock \

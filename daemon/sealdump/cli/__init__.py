@@ -1,8 +1,13 @@
 """The ``sealdump`` command line: global options, error handling and exit codes.
 
-Each verb lives in its own module and registers itself on ``cli``. Every error an operator
-can meet is a ``SealdumpError``: one clear line on stderr (or a JSON error object with
-``--json``) and the exit code of DESIGN §3; a traceback only with ``-v``.
+Each verb lives in its own module, imported only when that verb runs (or when help lists
+every verb): ``sealdump backup`` does not pay for the daemon's scheduler, the restore
+engine or the Azure SDKs, and `sealdump --version` or completing a verb's name imports
+none of them.
+
+Every error an operator can meet is a ``SealdumpError``: one clear line on stderr (or a
+JSON error object with ``--json``) and the exit code of DESIGN §3; a traceback only with
+``-v``.
 """
 
 from __future__ import annotations
@@ -15,25 +20,33 @@ from types import FrameType
 import click
 
 from sealdump import __version__
-from sealdump.cli import (
-    backup_cmd,
-    backups_cmd,
-    binlog_cmd,
-    check_cmd,
-    config_cmd,
-    daemon_cmd,
-    history_cmd,
-    keys_cmd,
-    prune_cmd,
-    restore_cmd,
-)
 from sealdump.cli.context import State, emit_error
 from sealdump.cli.options import GlobalOptionsGroup
 from sealdump.errors import ExitCode, SealdumpError
 
+# verb -> "module:attribute" of its click command, imported on first use.
+VERBS = {
+    "run": "sealdump.cli.daemon_cmd:run",
+    "backup": "sealdump.cli.backup_cmd:backup",
+    "list": "sealdump.cli.backups_cmd:list_",
+    "show": "sealdump.cli.backups_cmd:show",
+    "restore": "sealdump.cli.restore_cmd:restore",
+    "export": "sealdump.cli.restore_cmd:export",
+    "verify": "sealdump.cli.backups_cmd:verify",
+    "prune": "sealdump.cli.prune_cmd:prune",
+    "history": "sealdump.cli.history_cmd:history",
+    "status": "sealdump.cli.daemon_cmd:status",
+    "check": "sealdump.cli.check_cmd:check",
+    "config": "sealdump.cli.config_cmd:config",
+    "keys": "sealdump.cli.keys_cmd:keys",
+    "decrypt": "sealdump.cli.keys_cmd:decrypt",
+    "binlog": "sealdump.cli.binlog_cmd:binlog",
+}
+
 
 @click.group(
     cls=GlobalOptionsGroup,
+    lazy_commands=VERBS,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog="--config, --json, -v and -q may also follow the verb: sealdump list --json.",
 )
@@ -44,26 +57,6 @@ def cli(ctx: click.Context) -> None:
     # The global options fill the State as they are parsed (sealdump.cli.options), before
     # and after the verb; logging is set up once the verb's own options are known too.
     ctx.ensure_object(State)
-
-
-for command in (
-    daemon_cmd.run,
-    backup_cmd.backup,
-    backups_cmd.list_,
-    backups_cmd.show,
-    restore_cmd.restore,
-    restore_cmd.export,
-    backups_cmd.verify,
-    prune_cmd.prune,
-    history_cmd.history,
-    daemon_cmd.status,
-    check_cmd.check,
-    config_cmd.config,
-    keys_cmd.keys,
-    keys_cmd.decrypt,
-    binlog_cmd.binlog,
-):
-    cli.add_command(command)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:

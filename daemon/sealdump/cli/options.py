@@ -18,7 +18,8 @@ in the root group's callback (which runs before the verb's options are parsed).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import click
@@ -125,11 +126,32 @@ def add_global_options(command: click.Command) -> None:
 
 
 class GlobalOptionsGroup(click.Group):
-    """The root group: owns the global options and hands them to every command it holds."""
+    """The root group: owns the global options and hands them to every command it holds.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``lazy_commands`` maps a verb to ``"module:attribute"``: the module is imported the
+    first time the verb is looked up, so a run pays only for its own verb's imports.
+    """
+
+    def __init__(
+        self, *args: Any, lazy_commands: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.params[:0] = global_options(root=True)
+        self.lazy_commands = dict(lazy_commands or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every verb, loaded or not (help and completion list them by name)."""
+        return sorted({*self.commands, *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The verb's command, importing its module on first use."""
+        if cmd_name not in self.commands and cmd_name in self.lazy_commands:
+            module, _, attribute = self.lazy_commands[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module}:{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         """Register ``cmd`` with the global options added to it and its subcommands."""

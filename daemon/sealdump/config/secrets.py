@@ -12,9 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from sealdump.errors import ConfigError
 
 REDACTED = "<redacted>"
@@ -31,6 +28,9 @@ _SECRET_PARAMETER = re.compile(
 
 def redact_url(url: str) -> str:
     """A database URL with its password replaced, for display, errors and logs."""
+    from sqlalchemy.engine import make_url  # only when a URL is shown: a slow import
+    from sqlalchemy.exc import ArgumentError
+
     try:
         make_url(url)
     except ArgumentError:
