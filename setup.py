@@ -5,9 +5,10 @@ writes the same bytes.
 
 - ``_rowscan`` (needs a C compiler): without it the server formats each value (slower,
   twice the server's CPU; see daemon/sealdump/backup/rowscan.py).
-- ``_multiset`` (needs OpenSSL's headers, Debian's libssl-dev; links the libcrypto Python's
-  ssl module uses): without it a keyless table's per-row hashes are taken in Python (about
-  1.7 us per row with the GIL held; see daemon/sealdump/backup/chunks.py).
+- ``_multiset`` (needs OpenSSL's headers, Debian's libssl-dev; links libcrypto, on Debian
+  and in the container the one Python's ssl module uses): without it a keyless table's
+  per-row hashes are taken in Python (about 1.7 us per row with the GIL held; see
+  daemon/sealdump/backup/chunks.py).
 """
 
 from setuptools import Extension, setup

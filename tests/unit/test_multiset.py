@@ -14,7 +14,7 @@ from sealdump.backup import chunks
 from sealdump.backup.chunks import TableReader
 from sealdump.source.catalog import Table
 
-multiset: Any = chunks._multiset  # type: ignore[attr-defined]
+multiset: Any = getattr(chunks, "multiset_c")  # noqa: B009 - a module global mypy cannot see
 pytestmark = pytest.mark.skipif(multiset is None, reason="extension not built")
 
 

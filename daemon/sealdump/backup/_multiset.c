@@ -6,8 +6,10 @@
  * literal's SHA-256 read as a big-endian number (docs/format.md, section 6). In Python that
  * costs about 1.7 us of interpreter time per row with the GIL held (slicing, hashlib object,
  * int conversion): a second of a 600,000-row table's backup. Here a whole batch of rows is
- * hashed with OpenSSL's SHA256() (the CPU's SHA instructions where it has them) without the
- * GIL, so the other readers and the compressors keep running.
+ * hashed with OpenSSL (the CPU's SHA instructions where it has them) without the GIL, so
+ * the other readers and the compressors keep running. The digest is fetched once per call
+ * and one context reused for every row: OpenSSL 3's one-shot SHA256() fetches the
+ * algorithm (under a lock shared by every thread) and allocates a context for each row.
  *
  * add(total, body, ends) -> new total
  *   total  32 bytes, the running sum (big-endian)
@@ -17,7 +19,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 #include <stdint.h>
 
 /* acc[0] is the least significant 64 bits. */
@@ -80,23 +82,45 @@ static PyObject *add(PyObject *self, PyObject *args) {
     load_be(total.buf, acc);
     const unsigned char *data = body.buf, *packed = ends.buf;
     size_t rows = (size_t)ends.len / 8, size = (size_t)body.len;
-    int bad = 0;
+    int bad = 0; /* 1: a row end outside the body; 2: OpenSSL failed */
     Py_BEGIN_ALLOW_THREADS
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD *sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+#else
+    const EVP_MD *sha256 = EVP_sha256();
+#endif
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (sha256 == NULL || ctx == NULL)
+        bad = 2;
     size_t start = 0;
-    unsigned char md[SHA256_DIGEST_LENGTH];
-    for (size_t i = 0; i < rows; i++) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    for (size_t i = 0; i < rows && !bad; i++) {
         uint64_t end = load_le(packed + 8 * i);
         if (end < start || end > size) {
             bad = 1;
             break;
         }
-        SHA256(data + start, (size_t)(end - start), md);
+        if (EVP_DigestInit_ex(ctx, sha256, NULL) != 1
+            || EVP_DigestUpdate(ctx, data + start, (size_t)(end - start)) != 1
+            || EVP_DigestFinal_ex(ctx, md, &md_len) != 1 || md_len != 32) {
+            bad = 2;
+            break;
+        }
         add_be(acc, md);
         start = (size_t)end + 1;
     }
+    EVP_MD_CTX_free(ctx);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    EVP_MD_free(sha256);
+#endif
     Py_END_ALLOW_THREADS
-    if (bad) {
+    if (bad == 1) {
         PyErr_SetString(PyExc_ValueError, "a row end lies outside the body");
+        goto done;
+    }
+    if (bad == 2) {
+        PyErr_SetString(PyExc_RuntimeError, "OpenSSL could not compute a SHA-256 digest");
         goto done;
     }
     unsigned char out[32];

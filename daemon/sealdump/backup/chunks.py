@@ -24,9 +24,9 @@ from sealdump.backup.values import literal, row_literal
 from sealdump.source.catalog import Table, quote_ident, select_source
 
 try:
-    from sealdump.backup import _multiset  # type: ignore[attr-defined]
+    from sealdump.backup import _multiset as multiset_c  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - built wherever OpenSSL's headers are (setup.py)
-    _multiset = None
+    multiset_c = None
 
 BATCH_BYTES = 1 << 20
 CHUNK_TARGET_BYTES = 16 << 20
@@ -209,8 +209,8 @@ class TableReader:
 
     def _hash_rows(self, body: bytes, ends: bytes) -> None:
         """Add the rows of ``body`` (ending at the packed ``ends``) to the multiset hash."""
-        if _multiset is not None:  # the same sum in C, without the GIL
-            total = _multiset.add(self._multiset.to_bytes(32, "big"), body, ends)
+        if multiset_c is not None:  # the same sum in C, without the GIL
+            total = multiset_c.add(self._multiset.to_bytes(32, "big"), body, ends)
             self._multiset = int.from_bytes(total, "big")
             return
         self._hash_rows_python(body, ends)

@@ -2,8 +2,7 @@
 
 Each verb lives in its own module, imported only when that verb runs (or when help lists
 every verb): ``sealdump backup`` does not pay for the daemon's scheduler, the restore
-engine or the Azure SDKs, and `sealdump --version` or completing a verb's name imports
-none of them.
+engine or the Azure SDKs, and ``sealdump --version`` imports none of them.
 
 Every error an operator can meet is a ``SealdumpError``: one clear line on stderr (or a
 JSON error object with ``--json``) and the exit code of DESIGN §3; a traceback only with

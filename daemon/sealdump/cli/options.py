@@ -140,7 +140,7 @@ class GlobalOptionsGroup(click.Group):
         self.lazy_commands = dict(lazy_commands or {})
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        """Every verb, loaded or not (help and completion list them by name)."""
+        """Every verb, loaded or not (help lists them; a mistyped one is matched)."""
         return sorted({*self.commands, *self.lazy_commands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
@@ -161,8 +161,16 @@ class GlobalOptionsGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        """Also cover a subcommand added to a group after that group was registered."""
-        name, command, rest = super().resolve_command(ctx, args)
+        """Also cover a subcommand added to a group after that group was registered.
+
+        A mistyped verb is suggested from every verb, not only those loaded so far.
+        """
+        try:
+            name, command, rest = super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as exc:
+            raise click.exceptions.NoSuchCommand(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
         if command is not None:
             add_global_options(command)
         return name, command, rest

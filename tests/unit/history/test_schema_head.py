@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
 from sealdump.history import History
-from sealdump.history.store import SCHEMA_HEAD
+from sealdump.history.store import _MIGRATED, SCHEMA_HEAD
 
 
 def _alembic() -> AlembicConfig:
@@ -38,7 +39,7 @@ def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
         ]
     engine.dispose()
     # A fresh process: nothing remembers that this URL was migrated already.
-    sys.modules["sealdump.history.store"]._MIGRATED.discard(url)
+    _MIGRATED.discard(url)
     History(url).close()
     engine = create_engine(url)
     with engine.connect() as connection:
@@ -48,3 +49,16 @@ def test_an_older_schema_is_still_migrated(tmp_path: Path) -> None:
         connection.execute(text("SELECT COUNT(*) FROM claims")).one()
         connection.execute(text("SELECT heartbeat_at, mode FROM runs")).all()
     engine.dispose()
+
+
+def test_a_current_database_opens_without_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    History(url).close()
+    code = (
+        "import sys; from sealdump.history import History; "
+        f"History({url!r}).close(); print('alembic' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"
