@@ -10,6 +10,7 @@ in the middle of a result are read for real.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -32,9 +33,11 @@ LONG = 17 << 20  # a value longer than one protocol packet (16 MiB - 1)
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB) -> Config:
+def config(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB) -> Iterator[Config]:
     with mariadb.root() as conn, conn.cursor() as cur:
         create_dataset(cur)
+        cur.execute("SELECT @@GLOBAL.max_allowed_packet")
+        (packet,) = cur.fetchone()
         cur.execute("SET GLOBAL max_allowed_packet = 64 * 1024 * 1024")
         cur.execute("DROP DATABASE IF EXISTS scanner")
         cur.execute("CREATE DATABASE scanner")
@@ -55,7 +58,13 @@ def config(tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDB) -> Config
         cur.execute(
             "INSERT INTO scanner.heap SELECT seq % 100, REPEAT('z', seq % 40) FROM seq_1_to_20000"
         )
-    return config_for(tmp_path_factory.mktemp("cfg"), {"src": mariadb})
+    try:
+        yield config_for(tmp_path_factory.mktemp("cfg"), {"src": mariadb})
+    finally:
+        # The shared server goes back as it was: later modules back up every database.
+        with mariadb.root() as conn, conn.cursor() as cur:
+            cur.execute("DROP DATABASE scanner")
+            cur.execute(f"SET GLOBAL max_allowed_packet = {int(packet)}")
 
 
 def session(config: Config) -> Any:
@@ -141,3 +150,24 @@ def test_a_killed_query_raises_the_servers_error(config: Config, mariadb: MariaD
         assert raised.value.args[0] in (1317, 1927, 2013)
     finally:
         connection.close()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_a_read_abandoned_after_its_cursor_was_detached_closes_quietly(config: Config) -> None:
+    """A failed dump detaches its cursors; a reader collected later still closes its socket."""
+    connection = session(config)
+    table = next(t for t in tables(connection, "scanner") if t.name == "many")
+    cursor = connection.cursor()
+    events = TableReader(cursor, table, 300000).events()
+    try:
+        assert isinstance(next(events), Batch)  # mid-result: rows still on the socket
+        cursor.connection = None  # what _dump_tables does to idle cursors after a failure
+        events.close()  # the generator's cleanup, as when it is garbage-collected
+        assert connection._sock is None  # closed: its half-read result can never be resumed
+        # Collecting PyMySQL's result must not try to read the rest from the closed socket.
+        del cursor, events
+        connection._result = None
+        gc.collect()
+    finally:
+        if connection._sock is not None:
+            connection.close()

@@ -96,7 +96,7 @@ class TableReader:
             return self.digest.hexdigest()
         return f"{self._multiset:064x}"
 
-    def events(self) -> Iterator[Batch | ChunkEnd]:
+    def events(self) -> Generator[Batch | ChunkEnd, None, None]:
         """Batches, each chunk closed by a ChunkEnd."""
         if self.spec is None:
             yield from self._keyed() if self.table.key else self._scan()
@@ -114,7 +114,9 @@ class TableReader:
             elif self._reading is not None and not self._reading.done:
                 # Part of the result sits in our buffer: PyMySQL could never resync the
                 # stream, and the session's result character set is not its own. Close it.
-                self.cursor.connection._force_close()
+                # Through the scanner: after a failed dump the cursor is detached from
+                # its connection before this generator is collected.
+                self._reading.abandon()
 
     def _charset(self) -> str:
         """The connection's own result character set (PyMySQL's ``charset``), to restore."""

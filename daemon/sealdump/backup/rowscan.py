@@ -160,22 +160,32 @@ class ResultReader:
             self._special(state)
             return None
 
+    def abandon(self) -> None:
+        """Close the connection: what is left of this result can never be read in order.
+
+        PyMySQL's result is marked finished too, or collecting it later would try to read
+        the rest of the result from the closed socket (an "Exception ignored" traceback).
+        """
+        self._result.unbuffered_active = False
+        self.done = True
+        self.connection._force_close()
+
     def finish(self) -> None:
         """Read the end of a result whose rows were all taken (a LIMIT reached exactly)."""
         if self.take(1, 0) is not None:
-            self.connection._force_close()
+            self.abandon()
             raise pymysql.err.InternalError("a result has more rows than its LIMIT")
 
     def _special(self, state: int) -> None:
         """The end of the result, an error packet or a broken stream."""
         if state == _rowscan.BAD_SEQ and self.buffer[self.start + 3] == 0:
             # MariaDB's packet on shutdown starts a new sequence: as PyMySQL reports it.
-            self.connection._force_close()
+            self.abandon()
             raise pymysql.err.OperationalError(
                 CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
             )
         if state in (_rowscan.BAD_SEQ, _rowscan.MALFORMED):
-            self.connection._force_close()
+            self.abandon()
             problem = "sequence number" if state == _rowscan.BAD_SEQ else "row packet"
             raise pymysql.err.InternalError(f"unexpected {problem} in a result from the server")
         payload = self._packet()
@@ -209,7 +219,7 @@ class ResultReader:
             header = self.buffer[self.start : self.start + 4]
             length = header[0] | header[1] << 8 | header[2] << 16
             if header[3] != self.connection._next_seq_id:
-                self.connection._force_close()
+                self.abandon()
                 raise pymysql.err.InternalError("unexpected sequence number in a long row")
             if self.end - self.start < 4 + length:
                 self._fill(4 + length)
@@ -222,7 +232,7 @@ class ResultReader:
                 b"".join(parts), self.spec.kinds, self.spec.prefixes, self.spec.keys
             )
         except ValueError:
-            self.connection._force_close()
+            self.abandon()
             raise pymysql.err.InternalError(
                 "unexpected row packet in a result from the server"
             ) from None
@@ -245,7 +255,7 @@ class ResultReader:
         finally:
             view.release()
         if not got:
-            self.connection._force_close()
+            self.abandon()
             raise pymysql.err.OperationalError(
                 CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
             )
@@ -276,12 +286,12 @@ class ResultReader:
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
-                connection._force_close()
+                self.abandon()
                 raise pymysql.err.OperationalError(
                     CR.CR_SERVER_LOST, f"Lost connection to MySQL server during query ({exc})"
                 ) from None
             except BaseException:
-                connection._force_close()
+                self.abandon()
                 raise
 
 

@@ -35,9 +35,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
+from typing import Any
 
 from sealdump.archive.framing import FramingError, unframe_strict
-from sealdump.errors import IntegrityError
+from sealdump.errors import IntegrityError, SourceError
 
 # One value; every alternative starts with its own byte, every repetition is possessive.
 _VALUE = (
@@ -116,6 +117,31 @@ def check_key(values: object, width: int, *, table: str, object_name: str, side:
             f"chunk {object_name} of table {table}: its {side} key in the manifest is not "
             f"{width} literal{'s' if width != 1 else ''}; refused before it reached the server"
         )
+
+
+def packet_limit(cursor: Any) -> int:
+    """The session's max_allowed_packet: the largest statement the server takes."""
+    cursor.execute("SELECT @@max_allowed_packet")
+    return int(cursor.fetchone()[0])
+
+
+def check_fits(statement: bytes, limit: int, *, table: str, target: str) -> None:
+    """SourceError naming the fix when ``statement`` exceeds the server's packet limit.
+
+    The server would drop the connection in the middle of the load ("MySQL server has gone
+    away"): a backup of a server with a larger max_allowed_packet holds rows this one
+    cannot take in one statement.
+    """
+    if len(statement) + 1 <= limit:  # + the protocol's command byte
+        return
+    mib = 1 << 20
+    needed = -(-(len(statement) + 1) // mib)  # MiB, rounded up
+    raise SourceError(
+        f"restore on {target}: a row of {table} needs a statement of {needed} MiB, more "
+        f"than the server's max_allowed_packet ({limit / mib:g} MiB): raise "
+        f"max_allowed_packet on {target} to {needed} MiB or more (on Azure, a server "
+        "parameter) and restore again"
+    )
 
 
 def _where(batch: bytes, columns: int) -> str:

@@ -31,7 +31,7 @@ from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.progress import NO_PROGRESS, Progress
 from sealdump.restore import ddl
-from sealdump.restore.literals import checked_batches
+from sealdump.restore.literals import check_fits, checked_batches, packet_limit
 from sealdump.restore.objects import Mode, check_objects, create_objects
 from sealdump.restore.plan import DatabasePlan, RestorePlan, TablePlan
 from sealdump.restore.swap import (
@@ -386,6 +386,7 @@ def _load_all(
             local.cursor.execute(_LOAD_SESSION)
             if history:
                 local.cursor.execute(_HISTORY_SESSION)
+            local.max_packet = packet_limit(local.cursor)
         return local.cursor
 
     def load(table: TablePlan, chunk: Chunk) -> None:
@@ -404,7 +405,9 @@ def _load_all(
             )
             try:
                 for batch in batches:
-                    cur.execute(prefix + batch)
+                    statement = prefix + batch
+                    check_fits(statement, local.max_packet, table=table.source, target=target.name)
+                    cur.execute(statement)
                 cur.connection.commit()
                 loaded(table, chunk)
                 return

@@ -45,7 +45,7 @@ from sealdump.config.model import Server
 from sealdump.errors import SourceError, UsageError
 from sealdump.log import get_logger
 from sealdump.restore import ddl
-from sealdump.restore.literals import check_key, checked_batches
+from sealdump.restore.literals import check_fits, check_key, checked_batches, packet_limit
 from sealdump.restore.plan import TablePlan
 from sealdump.restore.swap import (
     LOCK_WAIT_SECONDS,
@@ -209,13 +209,16 @@ def restore_rows(
         )
         report.chunks_fetched = len(chunks)
         prefix = f"INSERT INTO {source} ({', '.join(quote_ident(c) for c in columns)}) VALUES "
+        limit = packet_limit(cursor)
         for chunk in chunks:
             report.objects.append(chunk.object_id)
             batches = checked_batches(
                 reader.open(chunk), len(columns), table=table.source, object_name=chunk.object_id
             )
             for batch in batches:
-                cursor.execute(prefix.encode() + batch)
+                statement = prefix.encode() + batch
+                check_fits(statement, limit, table=table.source, target=target.name)
+                cursor.execute(statement)
         connection.commit()
         if staged is not None:
             loaded = _count(cursor, f"SELECT COUNT(*) FROM {source}")
