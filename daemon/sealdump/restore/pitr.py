@@ -31,6 +31,7 @@ from sealdump.archive.backup import BackupReader
 from sealdump.binlog.chain import ChainReader, Element
 from sealdump.binlog.events import BinlogError
 from sealdump.binlog.replay import (
+    AcrossDdl,
     DumpTooNew,
     Replay,
     Target,
@@ -198,7 +199,8 @@ def plan_point_in_time(
         whole = frozenset(databases(candidate)) if databases is not None else frozenset()
         try:
             replay = read_replay(reader, segments, position, target, wanted, whole)
-        except DumpTooNew as exc:
+        except (DumpTooNew, AcrossDdl) as exc:
+            # Another dump (taken after the DDL, or with an older snapshot) may do.
             skipped.append(f"{label}: {exc}")
             continue
         chosen = PointInTime(
@@ -212,8 +214,8 @@ def plan_point_in_time(
             "restore starts from a dump older than its target"
         )
     raise UsageError(
-        f"no dump of {server} before {described} is followed by captured binlog up "
-        f"to it: {'; '.join(skipped[:4])}"
+        f"no dump of {server} before {described} can be brought up to it with the "
+        f"captured binlog: {'; '.join(skipped[:4])}"
     )
 
 
@@ -238,7 +240,21 @@ def _refuse_versioned(manifest: Any, wanted: set[str]) -> None:
 
 
 def _short_of(segments: Sequence[Element], target: Target) -> str:
-    """Why the window after a dump ends before a time target ('' when it reaches it)."""
+    """Why the window after a dump ends before the target ('' when it may reach it).
+
+    Such a dump is skipped, not refused: backup ids order dumps by their start second, so
+    two dumps of one second come in either order, and the older one's window may end in
+    a gap the newer one's starts after.
+    """
+    if target.position is not None:
+        end = segments[-1].index.end
+        if target.position > end:
+            return (
+                f"position {target.position} is past the end of the captured window after "
+                f"it ({end}; a gap or the end of capture follows): run `sealdump binlog "
+                "pull` first, or choose an earlier target"
+            )
+        return ""
     if target.seconds is None:
         return ""
     last = max((e.index.last_commit for e in segments if e.index.last_commit), default=None)
