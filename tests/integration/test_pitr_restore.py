@@ -228,6 +228,33 @@ def test_targets_that_cannot_be_restored_exactly_are_refused(world: World) -> No
         assert cur.fetchall() == ()
 
 
+def test_positions_between_two_transactions_are_boundaries(world: World) -> None:
+    """Events outside transactions (the new file's GTID list and binlog checkpoint, the
+    latter written whenever the server gets to it) are not captured; SHOW MASTER STATUS can
+    report a position among them. Each, and the next transaction's start, is the state
+    after the previous transaction."""
+    files = [m.position.rsplit(":", 1)[0] for m in world.moments]
+    rotated = next(i for i, f in enumerate(files) if f != files[0])  # after FLUSH BINARY LOGS
+    file = world.moments[rotated].position.rsplit(":", 1)[0]
+    before = world.moments[rotated - 1]
+    with world.source.root() as conn, conn.cursor() as cur:
+        cur.execute(f"SHOW BINLOG EVENTS IN '{file}'")
+        events = cur.fetchall()  # Log_name, Pos, Event_type, Server_id, End_log_pos, Info
+    begin = next(e[1] for e in events if e[2] == "Gtid")
+    header = [e for e in events if e[1] < begin and e[2] != "Format_desc"]
+    assert header, events  # at least the GTID list: the case this test is about
+    positions = {begin, *(e[4] for e in header)}
+    for number, offset in enumerate(sorted(positions)):
+        database = f"pitr_between{number}"
+        outcome = restore(
+            world.config, request(into_database=database, at_position=f"{file}:{offset}")
+        )
+        assert outcome.point_in_time is not None
+        assert restored_sums(world, database) == before.sums, (file, offset)
+    with pytest.raises(UsageError, match="not a transaction boundary"):
+        restore(world.config, request(into_database="pitr_between", at_position=f"{file}:5"))
+
+
 def inside(position: str, past: int = -10) -> str:
     file, offset = position.rsplit(":", 1)
     return f"{file}:{int(offset) + past}"

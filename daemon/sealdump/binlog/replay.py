@@ -142,6 +142,7 @@ def read_replay(
         replay.segments.append(element.name)
         replay.stored_bytes += stored.stored_bytes
         file = element.index.start.file
+        header = _header_end(image)
         for transaction, checksum in transactions(image, element.name):
             first = transaction.events[0]
             begin = Coordinate(file, first.log_pos - len(first.raw))
@@ -157,7 +158,13 @@ def read_replay(
                 continue
             if target.position is not None:
                 if begin >= target.position:
-                    if target.position not in (replay.end, element.index.start):
+                    # Between two transactions the server may write events capture does not
+                    # store (a binlog checkpoint, written late after a rotation; a GTID
+                    # list): SHOW MASTER STATUS reports positions among them, all with the
+                    # same data as the end of the previous transaction. Inside the file's
+                    # header (its FORMAT_DESCRIPTION) is no position at all.
+                    between = target.position.file == file and header <= target.position.position
+                    if not between and target.position not in (replay.end, element.index.start):
                         raise UsageError(
                             f"position {target.position} is not a transaction boundary (the "
                             f"transactions around it end at {replay.end} and begin at {begin})"
@@ -194,6 +201,15 @@ def read_replay(
                 f"({last}): run `sealdump binlog pull` first, or choose an earlier target"
             )
     return replay
+
+
+def _header_end(image: bytes) -> int:
+    """Where the file's header ends: its magic and FORMAT_DESCRIPTION event, which every
+    segment image starts with (a copy of the file's own)."""
+    if len(image) < 4 + ev.HEADER_SIZE:
+        return 4
+    (size,) = struct.unpack_from("<I", image, 4 + 9)
+    return 4 + int(size)
 
 
 def transactions(image: bytes, name: str) -> Iterator[tuple[Transaction, bool]]:
