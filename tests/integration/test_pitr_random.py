@@ -792,7 +792,7 @@ def refusals(world: World) -> list[tuple[str, dict[str, Any]]]:
             {"at_position": rng.choice(lost).position},
         ),
         (
-            r"can be brought up to it with the captured binlog.*(gap|past the last transaction)",
+            r"is followed by captured binlog up to it.*(gap|past the last transaction)",
             {"at": datetime.fromtimestamp(rng.choice(lost[:-1]).seconds, UTC)},
         ),
         (

@@ -92,10 +92,6 @@ class DumpTooNew(UsageError):
     """A dump that started before a time target but whose snapshot holds later commits."""
 
 
-class AcrossDdl(UsageError):
-    """A DDL on a restored table lies between this dump and the target (a later dump may not)."""
-
-
 def covering(elements: Sequence[Element], position: Coordinate) -> list[Element]:
     """The segments of the covered window holding ``position``, from the one holding it on.
 
@@ -256,14 +252,14 @@ def _check_ddl(
             continue
         whole = sorted(d for d in databases if _names_database(text, schema, d))
         if whole:
-            raise AcrossDdl(
+            raise UsageError(
                 f"a DDL statement ending at {end} changes the database {', '.join(whole)} "
                 f"between the dump and the target ({text[:80]!r}): the dump does not hold what "
                 "it made or changed; choose a target before it, or a dump taken after it"
             )
         touched = sorted(t for t in tables if _names(text, schema, t))
         if touched:
-            raise AcrossDdl(
+            raise UsageError(
                 f"a DDL statement ending at {end} changes {', '.join(touched)} between the dump "
                 f"and the target ({text[:80]!r}): rows cannot be replayed across it; choose a "
                 "target before it, or a dump taken after it"

@@ -31,7 +31,6 @@ from sealdump.archive.backup import BackupReader
 from sealdump.binlog.chain import ChainReader, Element
 from sealdump.binlog.events import BinlogError
 from sealdump.binlog.replay import (
-    AcrossDdl,
     DumpTooNew,
     Replay,
     Target,
@@ -199,8 +198,7 @@ def plan_point_in_time(
         whole = frozenset(databases(candidate)) if databases is not None else frozenset()
         try:
             replay = read_replay(reader, segments, position, target, wanted, whole)
-        except (DumpTooNew, AcrossDdl) as exc:
-            # Another dump (taken after the DDL, or with an older snapshot) may do.
+        except DumpTooNew as exc:
             skipped.append(f"{label}: {exc}")
             continue
         chosen = PointInTime(
@@ -214,8 +212,9 @@ def plan_point_in_time(
             "restore starts from a dump older than its target"
         )
     raise UsageError(
-        f"no dump of {server} before {described} can be brought up to it with the "
-        f"captured binlog: {'; '.join(skipped[:4])}"
+        f"no dump of {server} before {described} is followed by captured binlog up "
+        f"to it: {'; '.join(skipped[:4])}"
+        + (f" (and {len(skipped) - 4} more)" if len(skipped) > 4 else "")
     )
 
 
