@@ -195,27 +195,23 @@ class History:
 
     def _still_there(self) -> bool:
         """For a file migrated earlier: is it still a current database (not removed, whole)?"""
-        if self._file is None:
-            return True
-        try:
-            with self.engine.connect() as connection:
-                connection.execute(text("SELECT version_num FROM alembic_version")).all()
-        except SQLAlchemyError as exc:
-            if self._damaged(exc):
-                raise
-            return False  # removed or emptied: migrate it afresh
-        return True
+        return self._file is None or self._versions() is not None
 
     def _at_head(self) -> bool:
         """Whether the database's schema is SCHEMA_HEAD already (no migration to run)."""
+        return self._versions() == [(SCHEMA_HEAD,)]
+
+    def _versions(self) -> list[tuple[Any, ...]] | None:
+        """The rows of Alembic's version table; None without one (a new, removed or emptied
+        database). A damaged file raises (the caller recovers it)."""
         try:
             with self.engine.connect() as connection:
                 rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
         except SQLAlchemyError as exc:
             if self._damaged(exc):
                 raise
-            return False  # a new database: no version table yet
-        return [tuple(row) for row in rows] == [(SCHEMA_HEAD,)]
+            return None
+        return [tuple(row) for row in rows]
 
     def _migrate(self) -> None:
         # Alembic is imported only when there is something to migrate: it is ~0.15 s of
